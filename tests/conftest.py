@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny generated datasets, no external files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+
+def write_png(path: Path, *, size: tuple[int, int] = (16, 12), value: int = 0) -> Path:
+    """Write a small RGB PNG whose pixels depend on ``value`` (so images differ)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(value)
+    pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Path:
+    """A valid dataset: 3 identities x 2 images plus one unknown; returns the metadata CSV path."""
+    rows = []
+    for i, identity in enumerate(["ayo", "bisa", "chui", "ayo", "bisa", "chui", "unknown"]):
+        path = f"images/{identity}/{i}.png"
+        write_png(tmp_path / path, value=i)
+        rows.append(
+            {
+                "image_id": f"img{i}",
+                "identity": identity,
+                "path": path,
+                "species": "lion",
+                "viewpoint": "left" if i % 2 else "right",
+                "date": f"2024-05-0{i + 1}",
+                "encounter": f"enc{i // 2}",
+                "bbox": "[1, 1, 10, 8]",
+                "landmarks": '{"eye": [3, 4, 2], "ear": [5, 1, 1]}',
+                "notes": f"free text {i}, kept",
+            }
+        )
+    metadata = tmp_path / "metadata.csv"
+    pd.DataFrame(rows).to_csv(metadata, index=False)
+    return metadata
