@@ -29,6 +29,6 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        os.replace(tmp, target)
+        tmp.replace(target)
     finally:
         tmp.unlink(missing_ok=True)

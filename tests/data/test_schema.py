@@ -82,7 +82,13 @@ def test_valid_table_has_no_problems_and_round_trips(tiny_dataset: Path, tmp_pat
 
 def test_write_metadata_orders_known_columns_first(tmp_path: Path) -> None:
     frame = pd.DataFrame(
-        {"extra": ["x"], "path": ["a.png"], "species": ["lion"], "image_id": ["1"], "identity": ["a"]}
+        {
+            "extra": ["x"],
+            "path": ["a.png"],
+            "species": ["lion"],
+            "image_id": ["1"],
+            "identity": ["a"],
+        }
     )
     write_metadata(frame, tmp_path / "m.csv")
     header = (tmp_path / "m.csv").read_text().splitlines()[0]

@@ -257,8 +257,10 @@ def validate_metadata(
         check_files: also check that every image file exists.
     """
     problems = [
-        Problem(f"missing required column; a metadata table needs {', '.join(REQUIRED_COLUMNS)}",
-                column=c)
+        Problem(
+            f"missing required column; a metadata table needs {', '.join(REQUIRED_COLUMNS)}",
+            column=c,
+        )
         for c in REQUIRED_COLUMNS
         if c not in frame.columns
     ]

@@ -446,7 +446,10 @@ def _check_target(root: Path, overwrite: bool) -> None:
     if root.exists() and not root.is_dir():
         raise ConfigError(f"{root} exists and is not a folder; choose another output folder")
     if root.is_dir() and any(root.iterdir()) and not overwrite:
-        raise ConfigError(f"{root} exists and is not empty; pass overwrite=True to replace it")
+        raise ConfigError(
+            f"{root} exists and is not empty; allow overwriting to replace it "
+            "(overwrite=True; CLI: --overwrite)"
+        )
 
 
 def _move_into_place(tmp: Path, root: Path) -> None:

@@ -1,0 +1,58 @@
+"""The ``wildreid`` command: a thin shell over the library, one sub-app per noun.
+
+Errors from the library's tree (:class:`~wildreid.errors.WildReIDError`) become one line on stderr
+and the error's ``exit_code``; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from wildreid.cli import data
+from wildreid.errors import WildReIDError
+
+__all__ = ["app", "main"]
+
+
+class _ErrorMappingGroup(TyperGroup):
+    """Turns library errors into a one-line message and an exit code."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer.Context; its base type is private
+        try:
+            return super().invoke(ctx)
+        except WildReIDError as exc:
+            if ctx.params.get("debug"):
+                raise
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+
+
+app = typer.Typer(
+    cls=_ErrorMappingGroup,
+    name="wildreid",
+    help="Re-identify individual animals from photos of their natural markings.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(data.app, name="data")
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+
+
+def main() -> None:
+    """Entry point of the ``wildreid`` console script."""
+    app()

@@ -1,0 +1,42 @@
+"""Shared CLI output: results on stdout (rich or JSON), progress bars on stderr."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+__all__ = ["echo_json", "progress_callback", "stdout_console"]
+
+
+def stdout_console() -> Console:
+    """A console for results; no colour codes when stdout is not a terminal."""
+    return Console(soft_wrap=True)
+
+
+def echo_json(value: Any) -> None:
+    """Print ``value`` as indented JSON on stdout (paths and dates as strings)."""
+    print(json.dumps(value, indent=2, default=str))
+
+
+@contextlib.contextmanager
+def progress_callback(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A ``progress(done, total)`` callback drawing a progress bar on stderr."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
