@@ -10,9 +10,12 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "DataError",
+    "EmbeddingSpaceError",
     "ImageReadError",
+    "IndexBackendError",
     "MetadataError",
     "UnknownComponentError",
+    "WeightsError",
     "WildReIDError",
 ]
 
@@ -55,3 +58,21 @@ class ImageReadError(DataError):
     """An image file is missing, empty, truncated, corrupt, not an image, or too large."""
 
     exit_code = 4
+
+
+class WeightsError(WildReIDError):
+    """Model weights are missing, unreadable, or do not fit the architecture."""
+
+    exit_code = 5
+
+
+class EmbeddingSpaceError(WildReIDError):
+    """Vectors from different embedding spaces (model, weights, preprocessing) were mixed."""
+
+    exit_code = 6
+
+
+class IndexBackendError(WildReIDError):
+    """A vector index backend is unavailable or its file is unreadable."""
+
+    exit_code = 7
