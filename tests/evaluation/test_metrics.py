@@ -463,3 +463,112 @@ def test_matches_pytorch_metric_learning_on_random_data() -> None:
         expected["mean_average_precision"],
         rtol=1e-6,
     )
+
+
+# Excluded pairs (valid mask) on the closed-set example. Excluding q0's first "a" (col 0) and
+# q2's only "c" (col 3):
+#   q0 "a": valid cols ranked 1 3 4 2 (then the excluded 0) -> labels b c b a -> hit at rank 4
+#           AP = 1/4; INP = 1/4
+#   q1 "b": unchanged: hits at ranks 3, 4, AP = 5/12, INP = 1/2
+#   q2 "c": no valid "c" left -> a new query, left out of the closed-set metrics
+# Known queries q0, q1: CMC = [0, 0, 1/2, 1, 1]; mAP = (1/4 + 5/12) / 2 = 1/3;
+# mINP = (1/4 + 1/2) / 2 = 3/8.
+VALID = np.ones_like(SCORES, dtype=bool)
+VALID[0, 0] = VALID[2, 3] = False
+
+
+def test_valid_mask_removes_pairs_from_the_ranking() -> None:
+    np.testing.assert_allclose(cmc(SCORES, QUERIES, GALLERY, valid=VALID), [0, 0, 0.5, 1, 1])
+    assert mean_average_precision(SCORES, QUERIES, GALLERY, valid=VALID) == pytest.approx(1 / 3)
+    assert mean_inverse_negative_penalty(SCORES, QUERIES, GALLERY, valid=VALID) == pytest.approx(
+        3 / 8
+    )
+    assert top_k_accuracy(SCORES, QUERIES, GALLERY, k=3, valid=VALID) == 0.5
+    # The excluded "a" at col 0 is not a hit: q0's top-2 (b, c) holds no "a", q1's (a, a) no "b".
+    assert precision_at_k(SCORES, QUERIES, GALLERY, k=2, valid=VALID) == 0.0
+
+
+def test_query_whose_positives_are_all_excluded_is_new() -> None:
+    summary = summarize(SCORES, QUERIES, GALLERY, threshold=0.85, valid=VALID)
+    assert summary["n_known_queries"] == 2
+    assert summary["n_new_queries"] == 1
+    # q2's top-1 is col 1 "b" at 0.9 >= 0.85, so it is not called new: BAUS 0. Known: q0's
+    # top-1 is now col 1 "b" (0.8 < 0.85 -> new, wrong), q1 0.7 -> new (wrong): BAKS 0.
+    assert summary["BAUS"] == 0.0
+    assert summary["BAKS"] == 0.0
+    # new_auroc: new q2 top-1 0.9 vs known 0.8 (q0) and 0.7 (q1): never lower -> 0.
+    assert summary["new_auroc"] == 0.0
+
+
+def test_all_true_valid_mask_changes_nothing() -> None:
+    everything = np.ones_like(SCORES, dtype=bool)
+    assert summarize(OPEN_SCORES, OPEN_QUERIES, OPEN_GALLERY, threshold=0.5) == summarize(
+        OPEN_SCORES,
+        OPEN_QUERIES,
+        OPEN_GALLERY,
+        threshold=0.5,
+        valid=np.ones_like(OPEN_SCORES, dtype=bool),
+    )
+    np.testing.assert_array_equal(
+        cmc(SCORES, QUERIES, GALLERY, valid=everything), cmc(SCORES, QUERIES, GALLERY)
+    )
+
+
+def test_excluded_pairs_may_hold_any_score() -> None:
+    # An excluded pair scoring higher than everything, or -inf or NaN, changes nothing.
+    for value in (5.0, -np.inf, np.nan):
+        scores = np.where(VALID, SCORES, value)
+        assert mean_average_precision(scores, QUERIES, GALLERY, valid=VALID) == pytest.approx(1 / 3)
+        assert threshold_at_fpr(scores, QUERIES, GALLERY, fpr=0.5, valid=VALID) == (
+            threshold_at_fpr(SCORES, QUERIES, GALLERY, fpr=0.5, valid=VALID)
+        )
+    # Without the mask the two NaN cells are an error.
+    with pytest.raises(ConfigError, match="2 non-finite value"):
+        mean_average_precision(np.where(VALID, SCORES, np.nan), QUERIES, GALLERY)
+
+
+def test_valid_mask_matches_a_naive_loop_that_drops_the_pairs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = np.random.default_rng(11)
+    gallery = [f"id{i}" for i in rng.integers(0, 5, size=30)]
+    queries = [f"id{i}" for i in rng.integers(0, 6, size=25)]
+    scores = rng.integers(0, 4, size=(25, 30)).astype(np.float64)  # ties everywhere
+    valid = rng.random((25, 30)) < 0.6
+    valid[:, 0] = True  # every query keeps a gallery item
+    first_hits, aps, inps = [], [], []
+    for row, keep, query in zip(scores, valid, queries, strict=True):
+        kept = np.flatnonzero(keep)
+        hits, expected_map, expected_minp = (
+            _naive_closed_set(row[kept][None, :], [query], [gallery[j] for j in kept])
+            if any(gallery[j] == query for j in kept)
+            else ([], np.nan, np.nan)
+        )
+        if hits:
+            first_hits.append(hits[0])
+            aps.append(expected_map)
+            inps.append(expected_minp)
+    expected_cmc = [np.mean(np.array(first_hits) <= k) for k in range(1, 31)]
+    np.testing.assert_allclose(cmc(scores, queries, gallery, valid=valid), expected_cmc)
+    assert mean_average_precision(scores, queries, gallery, valid=valid) == pytest.approx(
+        np.mean(aps)
+    )
+    assert mean_inverse_negative_penalty(scores, queries, gallery, valid=valid) == pytest.approx(
+        np.mean(inps)
+    )
+    expected = summarize(scores, queries, gallery, valid=valid)
+    monkeypatch.setattr(metrics, "_BLOCK_CELLS", 31)  # 1 query per block
+    assert summarize(scores, queries, gallery, valid=valid) == expected
+
+
+@pytest.mark.parametrize(
+    ("valid", "message"),
+    [
+        (VALID.astype(int), r"valid must be a boolean matrix of shape \(3, 5\), got dtype int"),
+        (VALID[:, :4], r"valid must be a boolean matrix .* shape \(3, 4\)"),
+        (np.zeros_like(VALID), r"3 query row\(s\) have no valid gallery item \(first: row 0\)"),
+    ],
+)
+def test_invalid_valid_mask_raises_config_error(valid: npt.NDArray[Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        summarize(SCORES, QUERIES, GALLERY, valid=valid)

@@ -31,6 +31,14 @@ The label ``"unknown"`` (:data:`UNKNOWN_LABEL`) marks an animal whose identity w
     * a query labelled ``"unknown"`` is a new individual; for :func:`baus` each such query forms its
       own identity group, because two unidentified animals are not the same animal.
 
+Excluded pairs:
+    Every public function also takes ``valid``, an optional boolean ``(Q, G)`` mask. A pair with
+    ``valid[i, j] == False`` is removed from query ``i``'s gallery (e.g. a photo of the same
+    encounter): it ranks after every valid item whatever its score (which may be anything, even
+    ``-inf``), it is never a hit, and it does not make the query known, so a query whose every
+    same-identity gallery item is excluded is new. Every query needs at least one valid item.
+    ``precision@k`` still divides by ``k``.
+
 All metric values are fractions in ``[0, 1]``.
 """
 
@@ -90,6 +98,7 @@ class _Ranking:
         top1_score: (Q,) score of that column.
         query_codes: (Q,) identity codes; ``_QUERY_UNKNOWN`` for ``"unknown"``.
         gallery_codes: (G,) identity codes; ``_GALLERY_UNKNOWN`` for ``"unknown"``.
+        known: (Q,) True for queries whose identity occurs among their valid gallery items.
     """
 
     matches: BoolArray
@@ -97,11 +106,7 @@ class _Ranking:
     top1_score: FloatArray
     query_codes: IntArray
     gallery_codes: IntArray
-
-    @property
-    def known(self) -> BoolArray:
-        """(Q,) True for queries whose identity occurs in the gallery."""
-        return np.isin(self.query_codes, self.gallery_codes)
+    known: BoolArray
 
 
 def similarity_from_distance(distances: npt.ArrayLike) -> FloatArray:
@@ -138,8 +143,30 @@ def _as_labels(labels: Labels, name: str) -> npt.NDArray[np.str_]:
     return array.astype(np.str_)
 
 
-def _as_scores(scores: npt.ArrayLike, n_queries: int, n_gallery: int) -> npt.NDArray[Any]:
-    """Check that ``scores`` is a finite real (Q, G) matrix; integer input becomes float64."""
+def _as_valid(valid: npt.ArrayLike | None, n_queries: int, n_gallery: int) -> BoolArray | None:
+    """Check that ``valid`` is a boolean (Q, G) mask leaving every query a gallery item."""
+    if valid is None:
+        return None
+    array = np.asarray(valid)
+    if array.dtype != np.bool_ or array.shape != (n_queries, n_gallery):
+        raise ConfigError(
+            f"valid must be a boolean matrix of shape ({n_queries}, {n_gallery}), got dtype "
+            f"{array.dtype} and shape {array.shape}; pass False for the excluded pairs"
+        )
+    empty = np.flatnonzero(~array.any(axis=1))
+    if empty.size:
+        raise ConfigError(
+            f"{empty.size} query row(s) have no valid gallery item (first: row {empty[0]}); "
+            "every query needs at least one gallery item it may be compared with"
+        )
+    return array
+
+
+def _as_scores(
+    scores: npt.ArrayLike, n_queries: int, n_gallery: int, valid: BoolArray | None = None
+) -> npt.NDArray[Any]:
+    """Check that ``scores`` is a real (Q, G) matrix, finite where ``valid`` (or everywhere);
+    integer input becomes float64."""
     array = np.asarray(scores)
     if array.dtype.kind not in "fiu":
         raise ConfigError(
@@ -154,7 +181,8 @@ def _as_scores(scores: npt.ArrayLike, n_queries: int, n_gallery: int) -> npt.NDA
         )
     if array.dtype.kind != "f":
         array = array.astype(np.float64)
-    n_bad = int(np.count_nonzero(~np.isfinite(array)))
+    bad = ~np.isfinite(array)
+    n_bad = int(np.count_nonzero(bad if valid is None else bad & valid))
     if n_bad:
         raise ConfigError(
             f"scores contains {n_bad} non-finite value(s) (NaN or infinity); "
@@ -180,16 +208,25 @@ def _encode(
     return query_codes, gallery_codes
 
 
-def _rank(scores: npt.ArrayLike, query_labels: Labels, gallery_labels: Labels) -> _Ranking:
+def _rank(
+    scores: npt.ArrayLike,
+    query_labels: Labels,
+    gallery_labels: Labels,
+    valid: npt.ArrayLike | None = None,
+) -> _Ranking:
     """Validate the inputs and rank the gallery for every query (the one ranking all metrics use).
 
+    Invalid pairs (``valid`` False) are ranked last, in gallery order, and are never hits.
+
     Raises:
-        ConfigError: if labels are not non-empty 1-D string sequences, or ``scores`` is not a
-            finite real matrix of shape ``(len(query_labels), len(gallery_labels))``.
+        ConfigError: if labels are not non-empty 1-D string sequences, ``scores`` is not a real
+            matrix of shape ``(len(query_labels), len(gallery_labels))`` finite on valid pairs,
+            or ``valid`` is not a boolean mask of that shape with a valid item in every row.
     """
     queries = _as_labels(query_labels, "query_labels")
     gallery = _as_labels(gallery_labels, "gallery_labels")
-    values = _as_scores(scores, len(queries), len(gallery))
+    mask = _as_valid(valid, len(queries), len(gallery))
+    values = _as_scores(scores, len(queries), len(gallery), mask)
     query_codes, gallery_codes = _encode(queries, gallery)
     n_queries, n_gallery = values.shape
     matches = np.empty((n_queries, n_gallery), dtype=np.bool_)
@@ -197,11 +234,19 @@ def _rank(scores: npt.ArrayLike, query_labels: Labels, gallery_labels: Labels) -
     step = max(1, _BLOCK_CELLS // n_gallery)
     for start in range(0, n_queries, step):
         block = slice(start, start + step)
-        order = np.argsort(-values[block], axis=1, kind="stable")
-        matches[block] = gallery_codes[order] == query_codes[block, None]
+        block_values = (
+            values[block] if mask is None else np.where(mask[block], values[block], -np.inf)
+        )
+        order = np.argsort(-block_values, axis=1, kind="stable")
+        hits = gallery_codes[order] == query_codes[block, None]
+        if mask is not None:
+            hits &= np.take_along_axis(mask[block], order, axis=1)
+        matches[block] = hits
         top1_index[block] = order[:, 0]
     top1_score = values[np.arange(n_queries), top1_index].astype(np.float64)
-    return _Ranking(matches, top1_index, top1_score, query_codes, gallery_codes)
+    # Equals np.isin(query_codes, gallery_codes) when every pair is valid.
+    known: BoolArray = np.asarray(matches.any(axis=1))
+    return _Ranking(matches, top1_index, top1_score, query_codes, gallery_codes, known)
 
 
 def _known_matches(ranking: _Ranking) -> BoolArray:
@@ -275,6 +320,7 @@ def cmc(
     gallery_labels: Labels,
     *,
     max_rank: int | None = None,
+    valid: npt.ArrayLike | None = None,
 ) -> FloatArray:
     """Cumulative matching characteristic over known queries.
 
@@ -286,6 +332,7 @@ def cmc(
         query_labels: (Q,) query identities.
         gallery_labels: (G,) gallery identities.
         max_rank: length of the curve; defaults to the gallery size.
+        valid: (Q, G) mask of the pairs to compare; see "Excluded pairs" in the module docstring.
 
     Returns:
         The non-decreasing curve, shape ``(max_rank,)``.
@@ -293,36 +340,50 @@ def cmc(
     Raises:
         ConfigError: on invalid inputs, ``max_rank < 1``, or if no query is known.
     """
-    matches = _known_matches(_rank(scores, query_labels, gallery_labels))
+    matches = _known_matches(_rank(scores, query_labels, gallery_labels, valid))
     depth = matches.shape[1] if max_rank is None else _check_positive_int(max_rank, "max_rank")
     return _cmc(matches, depth)
 
 
 def top_k_accuracy(
-    scores: npt.ArrayLike, query_labels: Labels, gallery_labels: Labels, *, k: int
+    scores: npt.ArrayLike,
+    query_labels: Labels,
+    gallery_labels: Labels,
+    *,
+    k: int,
+    valid: npt.ArrayLike | None = None,
 ) -> float:
     """Fraction of known queries with a same-identity gallery image among the top ``k``.
 
     Raises:
         ConfigError: on invalid inputs, ``k < 1``, or if no query is known.
     """
-    return _top_k(_known_matches(_rank(scores, query_labels, gallery_labels)), k)
+    return _top_k(_known_matches(_rank(scores, query_labels, gallery_labels, valid)), k)
 
 
 def precision_at_k(
-    scores: npt.ArrayLike, query_labels: Labels, gallery_labels: Labels, *, k: int
+    scores: npt.ArrayLike,
+    query_labels: Labels,
+    gallery_labels: Labels,
+    *,
+    k: int,
+    valid: npt.ArrayLike | None = None,
 ) -> float:
     """Mean over known queries of the fraction of the top-``k`` gallery items of their identity.
 
     Raises:
         ConfigError: on invalid inputs, ``k`` outside ``1..G``, or if no query is known.
     """
-    matches = _known_matches(_rank(scores, query_labels, gallery_labels))
+    matches = _known_matches(_rank(scores, query_labels, gallery_labels, valid))
     return _precision_at_k(matches, _check_positive_int(k, "k"))
 
 
 def mean_average_precision(
-    scores: npt.ArrayLike, query_labels: Labels, gallery_labels: Labels
+    scores: npt.ArrayLike,
+    query_labels: Labels,
+    gallery_labels: Labels,
+    *,
+    valid: npt.ArrayLike | None = None,
 ) -> float:
     """Mean over known queries of AP over the fully ranked gallery (Market-1501 definition).
 
@@ -332,11 +393,17 @@ def mean_average_precision(
     Raises:
         ConfigError: on invalid inputs or if no query is known.
     """
-    return _mean_average_precision(_known_matches(_rank(scores, query_labels, gallery_labels)))
+    return _mean_average_precision(
+        _known_matches(_rank(scores, query_labels, gallery_labels, valid))
+    )
 
 
 def mean_inverse_negative_penalty(
-    scores: npt.ArrayLike, query_labels: Labels, gallery_labels: Labels
+    scores: npt.ArrayLike,
+    query_labels: Labels,
+    gallery_labels: Labels,
+    *,
+    valid: npt.ArrayLike | None = None,
 ) -> float:
     """mINP (Ye et al., 2021): mean over known queries of ``|G_q| / R_hard``.
 
@@ -345,7 +412,7 @@ def mean_inverse_negative_penalty(
     Raises:
         ConfigError: on invalid inputs or if no query is known.
     """
-    matches = _known_matches(_rank(scores, query_labels, gallery_labels))
+    matches = _known_matches(_rank(scores, query_labels, gallery_labels, valid))
     return _mean_inverse_negative_penalty(matches)
 
 
@@ -395,7 +462,12 @@ def _baus(ranking: _Ranking, threshold: float) -> float:
 
 
 def baks(
-    scores: npt.ArrayLike, query_labels: Labels, gallery_labels: Labels, *, threshold: float
+    scores: npt.ArrayLike,
+    query_labels: Labels,
+    gallery_labels: Labels,
+    *,
+    threshold: float,
+    valid: npt.ArrayLike | None = None,
 ) -> float:
     """Balanced accuracy on known samples (BAKS, as in wildlife-tools).
 
@@ -405,11 +477,16 @@ def baks(
     Raises:
         ConfigError: on invalid inputs, a NaN threshold, or if no query is known.
     """
-    return _baks(_rank(scores, query_labels, gallery_labels), threshold)
+    return _baks(_rank(scores, query_labels, gallery_labels, valid), threshold)
 
 
 def baus(
-    scores: npt.ArrayLike, query_labels: Labels, gallery_labels: Labels, *, threshold: float
+    scores: npt.ArrayLike,
+    query_labels: Labels,
+    gallery_labels: Labels,
+    *,
+    threshold: float,
+    valid: npt.ArrayLike | None = None,
 ) -> float:
     """Balanced accuracy on unknown samples (BAUS, as in wildlife-tools).
 
@@ -419,7 +496,7 @@ def baus(
     Raises:
         ConfigError: on invalid inputs, a NaN threshold, or if no query is new.
     """
-    return _baus(_rank(scores, query_labels, gallery_labels), threshold)
+    return _baus(_rank(scores, query_labels, gallery_labels, valid), threshold)
 
 
 def _new_detection(ranking: _Ranking) -> tuple[BoolArray, FloatArray]:
@@ -451,18 +528,27 @@ def _operating_point(ranking: _Ranking, fpr: float) -> tuple[float, float]:
 
 
 def new_individual_auroc(
-    scores: npt.ArrayLike, query_labels: Labels, gallery_labels: Labels
+    scores: npt.ArrayLike,
+    query_labels: Labels,
+    gallery_labels: Labels,
+    *,
+    valid: npt.ArrayLike | None = None,
 ) -> float:
     """AUROC of telling new from known queries, scoring "new" by the negated top-1 score.
 
     Raises:
         ConfigError: on invalid inputs or unless there are both known and new queries.
     """
-    return _new_auroc(_rank(scores, query_labels, gallery_labels))
+    return _new_auroc(_rank(scores, query_labels, gallery_labels, valid))
 
 
 def tpr_at_fpr(
-    scores: npt.ArrayLike, query_labels: Labels, gallery_labels: Labels, *, fpr: float
+    scores: npt.ArrayLike,
+    query_labels: Labels,
+    gallery_labels: Labels,
+    *,
+    fpr: float,
+    valid: npt.ArrayLike | None = None,
 ) -> float:
     """TPR of new-individual detection at the best threshold whose FPR is at most ``fpr``.
 
@@ -473,11 +559,16 @@ def tpr_at_fpr(
         ConfigError: on invalid inputs, ``fpr`` outside (0, 1], or unless there are both known
             and new queries.
     """
-    return _operating_point(_rank(scores, query_labels, gallery_labels), fpr)[0]
+    return _operating_point(_rank(scores, query_labels, gallery_labels, valid), fpr)[0]
 
 
 def threshold_at_fpr(
-    scores: npt.ArrayLike, query_labels: Labels, gallery_labels: Labels, *, fpr: float
+    scores: npt.ArrayLike,
+    query_labels: Labels,
+    gallery_labels: Labels,
+    *,
+    fpr: float,
+    valid: npt.ArrayLike | None = None,
 ) -> float:
     """Smallest score threshold that realises the operating point of :func:`tpr_at_fpr`.
 
@@ -487,7 +578,7 @@ def threshold_at_fpr(
     Raises:
         ConfigError: as for :func:`tpr_at_fpr`.
     """
-    _, roc_threshold = _operating_point(_rank(scores, query_labels, gallery_labels), fpr)
+    _, roc_threshold = _operating_point(_rank(scores, query_labels, gallery_labels, valid), fpr)
     if math.isinf(roc_threshold):
         return -math.inf
     # roc_curve calls a query new when -top1 >= t, i.e. top1 <= -t; here new means top1 < thr.
@@ -501,6 +592,7 @@ def summarize(
     *,
     ks: Iterable[int] = (1, 5, 10),
     threshold: float | None = None,
+    valid: npt.ArrayLike | None = None,
 ) -> dict[str, float]:
     """Compute the usual metrics from one ranking.
 
@@ -512,7 +604,7 @@ def summarize(
     Raises:
         ConfigError: on invalid inputs, a ``k < 1``, or if no query is known.
     """
-    ranking = _rank(scores, query_labels, gallery_labels)
+    ranking = _rank(scores, query_labels, gallery_labels, valid)
     matches = _known_matches(ranking)
     summary = {f"top{k}": _top_k(matches, k) for k in ks}
     summary["mAP"] = _mean_average_precision(matches)

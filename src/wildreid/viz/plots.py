@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+import numpy.typing as npt
+
 from wildreid.data.stats import DatasetStats
 from wildreid.files import atomic_path
 
-__all__ = ["plot_identity_sizes"]
+__all__ = ["plot_cmc", "plot_identity_sizes"]
 
 
 def plot_identity_sizes(stats: DatasetStats, path: str | os.PathLike[str], *, title: str) -> None:
@@ -26,5 +29,45 @@ def plot_identity_sizes(stats: DatasetStats, path: str | os.PathLike[str], *, ti
         f"(median {summary['median']:g} per identity)",
         fontsize=10,
     )
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+
+
+def plot_cmc(cmc: npt.ArrayLike, path: str | os.PathLike[str], *, title: str) -> None:
+    """Write the CMC curve: rank (from 1) on x, accuracy (0 to 1) on y, marked at 1, 5 and 10.
+
+    Shapes:
+        cmc: (R,) accuracy at ranks 1..R.
+
+    Raises:
+        ValueError: ``cmc`` is not a non-empty 1-D curve of values in [0, 1].
+    """
+    from matplotlib.figure import Figure  # deferred: matplotlib is slow to import
+
+    curve = np.asarray(cmc, dtype=np.float64)
+    if curve.ndim != 1 or curve.size == 0 or not np.all((curve >= 0) & (curve <= 1)):
+        raise ValueError(f"cmc must be a non-empty 1-D curve of values in [0, 1], got {curve!r}")
+    ranks = np.arange(1, curve.size + 1)
+    marked = [rank for rank in (1, 5, 10) if rank <= curve.size]
+    figure = Figure(figsize=(6, 4), dpi=100, layout="constrained")
+    axes = figure.add_subplot()
+    axes.plot(ranks, curve, color="#2a7f62", linewidth=2)
+    axes.plot(marked, curve[[r - 1 for r in marked]], "o", color="#2a7f62")
+    for rank in marked:
+        axes.annotate(
+            f"{100 * curve[rank - 1]:.1f}%",
+            (rank, curve[rank - 1]),
+            textcoords="offset points",
+            xytext=(0, -14),
+            ha="center",
+            fontsize=8,
+        )
+    axes.set_xlim(0.5, curve.size + 0.5)
+    axes.set_ylim(0, 1.02)
+    axes.set_xticks(sorted({1, *marked, *range(5, curve.size + 1, 5)}))
+    axes.set_xlabel("rank")
+    axes.set_ylabel("accuracy (correct individual within rank)")
+    axes.grid(True, alpha=0.3)
+    axes.set_title(title, fontsize=10)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
