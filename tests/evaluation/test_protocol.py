@@ -218,6 +218,23 @@ def test_exclusion_uses_any_listed_column_and_empty_cells_never_match() -> None:
     assert result.scores[1, 1] == result.scores[1, 2] == -np.inf
 
 
+def test_joined_key_excludes_only_when_every_column_agrees() -> None:
+    metadata = METADATA.assign(
+        camera=["c1", "c1", "c1", "c2", "c1", "c1", ""],
+        sequence=["s1", "s1", "s2", "s2", "s1", "s2", "s3"],
+    )
+    # Metadata order g0 q0 g1 q1 g2 q2 g3. camera+sequence: q0 (c1,s1) matches g0 and g2;
+    # q1 (c2,s2) matches nothing (g1 is c1,s2); q2 (c1,s2) matches g1; g3 has an empty camera.
+    result = evaluate_embeddings(metadata, PROTOCOL, EMBEDDINGS, exclude_same=("camera+sequence",))
+    assert result.excluded_pairs == 3
+    assert result.scores[0, 0] == result.scores[0, 2] == result.scores[2, 1] == -np.inf
+    # The same columns listed separately exclude a pair when either one agrees.
+    separate = evaluate_embeddings(
+        metadata, PROTOCOL, EMBEDDINGS, exclude_same=("camera", "sequence")
+    )
+    assert separate.excluded_pairs == 7  # q0: g0 g1 g2; q1: g1; q2: g0 g1 g2
+
+
 def test_missing_exclusion_column_raises_config_error() -> None:
     with pytest.raises(ConfigError, match="column 'camera' is not a metadata column"):
         evaluate_embeddings(METADATA, PROTOCOL, EMBEDDINGS, exclude_same=("camera",))

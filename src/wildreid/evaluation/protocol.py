@@ -13,8 +13,9 @@ Both sides keep the metadata's row order, so ties (broken by gallery order) are 
 
 :func:`evaluate_embeddings` compares every query with every gallery item by cosine similarity and
 computes the metrics of :mod:`wildreid.evaluation.metrics`. With ``exclude_same`` a query is not
-compared with gallery items that share its value of any listed column (the same encounter, or the
-same camera; an empty cell matches nothing): those pairs are passed to the metrics as invalid
+compared with gallery items that share its value of any listed key (the same encounter, or the
+same camera; a key ``a+b`` joins columns, so ``identity+sequence`` means "the same animal in the
+same video"; an empty cell matches nothing): those pairs are passed to the metrics as invalid
 (``valid`` mask: ranked last, never a hit, and a query whose only same-identity items are excluded
 counts as a new individual), and their score in :attr:`EvaluationResult.scores` is ``-inf``.
 
@@ -250,14 +251,27 @@ def _unit_vectors(embeddings: Embeddings, ids: Sequence[str], role: str) -> npt.
     return unit
 
 
+def _key_values(rows: pd.DataFrame, key: tuple[str, ...]) -> pd.Series[Any]:
+    """The key's value per row (columns joined); missing (NaN) where any part is empty."""
+    parts = [rows[column].str.strip() for column in key]
+    joined = parts[0].str.cat(parts[1:], sep="\x1f") if len(parts) > 1 else parts[0]
+    empty = np.logical_or.reduce([part == "" for part in parts])
+    return joined.where(~empty)
+
+
 def _exclusions(
-    queries: pd.DataFrame, gallery: pd.DataFrame, columns: Sequence[str]
+    queries: pd.DataFrame, gallery: pd.DataFrame, keys: Sequence[tuple[str, ...]]
 ) -> npt.NDArray[np.bool_]:
-    """(Q, G) bool: True where the pair shares a non-empty value in any of ``columns``."""
+    """(Q, G) bool: True where the pair has the same non-empty value of any key.
+
+    A key is one column (``encounter``) or several (``identity+sequence``: all must agree).
+    """
     excluded = np.zeros((len(queries), len(gallery)), dtype=np.bool_)
-    for column in columns:
-        values = pd.concat([queries[column], gallery[column]], ignore_index=True)
-        codes, _ = pd.factorize(values.where(values.str.strip() != ""), use_na_sentinel=True)
+    for key in keys:
+        values = pd.concat(
+            [_key_values(queries, key), _key_values(gallery, key)], ignore_index=True
+        )
+        codes, _ = pd.factorize(values, use_na_sentinel=True)
         query_codes, gallery_codes = codes[: len(queries)], codes[len(queries) :]
         same = query_codes[:, None] == gallery_codes[None, :]
         excluded |= same & (query_codes[:, None] >= 0)  # empty cells (code -1) never match
@@ -334,8 +348,9 @@ def evaluate_embeddings(
             columns are used).
         protocol: queries and gallery, e.g. from :func:`protocol_from_split`.
         embeddings: vectors covering every query and gallery image.
-        exclude_same: metadata columns; a gallery item sharing the query's non-empty value of
-            any of them is not compared with that query (see the module docstring).
+        exclude_same: keys: a metadata column, or columns joined by ``+``; a gallery item
+            sharing the query's non-empty value of any key is not compared with that query
+            (see the module docstring).
         threshold: open-set decision threshold on the cosine similarity (top-1 score
             ``>= threshold`` means known). ``None`` chooses, in open-set evaluations, the
             threshold at which at most :data:`DEFAULT_FPR` of the known queries are called new,
@@ -361,20 +376,22 @@ def evaluate_embeddings(
     """
     if threshold is not None and open_set is False:
         raise ConfigError("a threshold was given with open_set=False; drop one of them")
-    missing = [c for c in ("identity", *exclude_same) if c not in metadata.columns]
+    keys = [tuple(key.split("+")) for key in dict.fromkeys(exclude_same)]
+    needed = list(dict.fromkeys(column for key in keys for column in key))
+    missing = [c for c in ("identity", *needed) if c not in metadata.columns]
     if missing:
         raise ConfigError(
             f"column {missing[0]!r} is not a metadata column "
             f"(columns: {', '.join(map(str, metadata.columns))})"
         )
-    columns = ["identity", *dict.fromkeys(exclude_same)]
+    columns = ["identity", *(c for c in needed if c != "identity")]
     queries = _lookup(metadata, protocol.query_ids, columns, "query")
     gallery = _lookup(metadata, protocol.gallery_ids, columns, "gallery")
     scores = (
         _unit_vectors(embeddings, protocol.query_ids, "query")
         @ _unit_vectors(embeddings, protocol.gallery_ids, "gallery").T
     )
-    valid = ~_exclusions(queries, gallery, columns[1:])
+    valid = ~_exclusions(queries, gallery, keys)
     lonely = np.flatnonzero(~valid.any(axis=1))
     if lonely.size:
         shown = ", ".join(repr(protocol.query_ids[i]) for i in lonely[:_SHOWN])
