@@ -12,7 +12,10 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from wildreid.cli import data
+from wildreid.cli import data, models
+from wildreid.cli.demo import demo
+from wildreid.cli.embed import embed
+from wildreid.cli.evaluate import evaluate
 from wildreid.errors import WildReIDError
 
 __all__ = ["app", "main"]
@@ -40,6 +43,10 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(data.app, name="data")
+app.add_typer(models.app, name="models")
+app.command()(embed)
+app.command()(evaluate)
+app.command()(demo)
 
 
 @app.callback()
@@ -47,10 +54,11 @@ def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
 ) -> None:
     logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
+        level=logging.DEBUG if debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
         force=True,
     )
+    logging.getLogger("wildreid").setLevel(logging.DEBUG if debug else logging.INFO)
 
 
 def main() -> None:

@@ -14,8 +14,11 @@ __all__ = ["echo_json", "progress_callback", "stdout_console"]
 
 
 def stdout_console() -> Console:
-    """A console for results; no colour codes when stdout is not a terminal."""
-    return Console(soft_wrap=True)
+    """A console for results; no colour codes and wide tables when stdout is not a terminal."""
+    console = Console(soft_wrap=True)
+    if not console.is_terminal:
+        console = Console(soft_wrap=True, width=200)
+    return console
 
 
 def echo_json(value: Any) -> None:

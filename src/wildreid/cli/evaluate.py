@@ -1,0 +1,106 @@
+"""``wildreid evaluate``: metrics.json and report.html for a dataset and split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from wildreid.cli.options import (
+    BatchSizeOpt,
+    CacheDirOpt,
+    DeviceOpt,
+    ModelOpt,
+    PrecisionOpt,
+    SkipBadOpt,
+    WeightsOpt,
+    WorkersOpt,
+    embedder_config,
+)
+from wildreid.cli.output import echo_json, progress_callback, stdout_console
+from wildreid.models.cards import DEFAULT_MODEL
+
+__all__ = ["evaluate"]
+
+_SHOWN = ("top1", "top5", "top10", "mAP", "mINP", "BAKS", "BAUS", "new_auroc")
+
+
+def evaluate(
+    metadata: Annotated[Path, typer.Option("--metadata", help="Metadata CSV.", dir_okay=False)],
+    out: Annotated[Path, typer.Option("--out", help="Output folder.", file_okay=False)],
+    split: Annotated[
+        Path | None, typer.Option("--split", help="Split CSV (image_id,split).", dir_okay=False)
+    ] = None,
+    split_column: Annotated[
+        str | None, typer.Option("--split-column", help="Metadata column holding the split.")
+    ] = None,
+    model: ModelOpt = DEFAULT_MODEL,
+    weights: WeightsOpt = None,
+    embeddings: Annotated[
+        Path | None,
+        typer.Option(
+            "--embeddings", help="Precomputed .npz (image_id, vectors) instead of a model."
+        ),
+    ] = None,
+    exclude_same: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--exclude-same",
+            help="Metadata column (repeatable, e.g. encounter): gallery items sharing the "
+            "query's value are not compared with it.",
+        ),
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="Open-set threshold on the cosine score [default: at 5% FPR]."),
+    ] = None,
+    root: Annotated[
+        Path | None, typer.Option(help="Folder image paths are relative to [default: CSV's].")
+    ] = None,
+    examples: Annotated[int, typer.Option(min=0, help="Queries shown in the report.")] = 24,
+    batch_size: BatchSizeOpt = 32,
+    workers: WorkersOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    skip_bad_images: SkipBadOpt = False,
+    cache_dir: CacheDirOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
+) -> None:
+    """Evaluate queries (split test/query) against the gallery (gallery rows, else train)."""
+    from wildreid.pipeline import evaluate_dataset  # deferred: imports torch
+
+    config = embedder_config(
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        precision=precision,
+        skip_bad_images=skip_bad_images,
+    )
+    with progress_callback("embedding") as progress:
+        run = evaluate_dataset(
+            metadata,
+            out_dir=out,
+            split_path=split,
+            split_column=split_column,
+            root=root,
+            model=model,
+            weights=weights,
+            embeddings_path=embeddings,
+            exclude_same=tuple(exclude_same or ()),
+            threshold=threshold,
+            config=config,
+            cache_dir=cache_dir,
+            n_examples=examples,
+            progress=progress,
+        )
+    metrics = run.result.metrics
+    if as_json:
+        echo_json(metrics)
+        return
+    shown = "  ".join(f"{k} {100 * metrics[k]:.1f}%" for k in _SHOWN if k in metrics)
+    stdout_console().print(
+        f"{int(metrics['n_queries'])} queries vs {int(metrics['n_gallery'])} gallery images: "
+        f"{shown}\nwrote {run.files.metrics_json} and {run.files.report_html}",
+        highlight=False,
+    )
