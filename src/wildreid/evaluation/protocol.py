@@ -254,7 +254,9 @@ def _unit_vectors(embeddings: Embeddings, ids: Sequence[str], role: str) -> npt.
 def _key_values(rows: pd.DataFrame, key: tuple[str, ...]) -> pd.Series[Any]:
     """The key's value per row (columns joined); missing (NaN) where any part is empty."""
     parts = [rows[column].str.strip() for column in key]
-    joined = parts[0].str.cat(parts[1:], sep="\x1f") if len(parts) > 1 else parts[0]
+    joined = (
+        parts[0].str.cat(pd.concat(parts[1:], axis=1), sep="\x1f") if len(parts) > 1 else parts[0]
+    )
     empty = np.logical_or.reduce([part == "" for part in parts])
     return joined.where(~empty)
 
