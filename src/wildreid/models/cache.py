@@ -191,13 +191,7 @@ class EmbeddingCache:
                 if not create:
                     yield None
                     return
-                with db:
-                    for statement in _SCHEMA:
-                        db.execute(statement)
-                    db.executemany(
-                        "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
-                        [("format", FORMAT), ("space", space.to_json())],
-                    )
+                tables = self._create(db, space)
             elif not {"meta", "vectors"} <= tables:
                 raise _CorruptCacheError(f"tables {sorted(tables)} are not an embedding cache's")
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
@@ -206,6 +200,31 @@ class EmbeddingCache:
             yield db
         finally:
             db.close()
+
+    @staticmethod
+    def _create(db: sqlite3.Connection, space: EmbeddingSpace) -> set[str]:
+        """Create the schema in one transaction, unless another process did it first.
+
+        The write lock is taken before looking again, so a concurrent reader or writer sees
+        either no tables or the whole schema with its metadata, never a half-made cache.
+        """
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            query = "SELECT name FROM sqlite_master WHERE type='table'"
+            tables = {r[0] for r in db.execute(query)}
+            if not tables:
+                for statement in _SCHEMA:
+                    db.execute(statement)
+                db.executemany(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
+                    [("format", FORMAT), ("space", space.to_json())],
+                )
+                tables = {r[0] for r in db.execute(query)}
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
+        return tables
 
     @staticmethod
     def _select(
