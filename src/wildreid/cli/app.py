@@ -16,6 +16,8 @@ from wildreid.cli import data, models
 from wildreid.cli.demo import demo
 from wildreid.cli.embed import embed
 from wildreid.cli.evaluate import evaluate
+from wildreid.cli.train import train
+from wildreid.cli.tune import tune
 from wildreid.errors import WildReIDError
 
 __all__ = ["app", "main"]
@@ -47,6 +49,8 @@ app.add_typer(models.app, name="models")
 app.command()(embed)
 app.command()(evaluate)
 app.command()(demo)
+app.command()(train)
+app.command()(tune)
 
 
 @app.callback()

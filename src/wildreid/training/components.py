@@ -1,0 +1,356 @@
+"""The pieces a training run is built from: network, losses, optimizers, schedule, precision.
+
+* :func:`build_net`: the base model's pretrained backbone (loaded by
+  :func:`wildreid.models.factory.load_model`, so every registered and ``timm/<name>`` model
+  works and no weight-mapping code is repeated) with a fresh
+  :class:`~wildreid.models.heads.EmbeddingHead`;
+* :class:`LossPair`: the configured losses, split into those that mine pairs over the global
+  batch under DDP (triplet) and those computed on the local batch;
+* :func:`build_optimizers`: parameter groups ``backbone`` (``lr * backbone_lr_mult``),
+  ``head`` (``lr``) and ``loss:<name>`` (``lr`` or the loss's own rate); groups the loss wants
+  stepped by its own plain SGD (the centres of ``center``) get a second optimizer that the
+  schedule does not touch, as in the BNNeck baseline;
+* :class:`LrFactor`: the learning-rate factor, stepped every iteration (linear warm-up, then
+  cosine or step decay);
+* :func:`autocast_dtype`, :func:`determinism`, :func:`seed_all`: precision, deterministic
+  kernels, seeds;
+* :func:`validate`: top-1 / mAP of the current network on the validation set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from wildreid.errors import ConfigError
+from wildreid.evaluation.protocol import evaluate_embeddings, protocol_from_split
+from wildreid.losses import CompositeLoss, LossOutput, build_loss
+from wildreid.models.embedder import Embedder, EmbedderConfig
+from wildreid.models.factory import EmbeddingModel
+from wildreid.models.heads import EmbeddingNet, NetConfig, build_backbone
+from wildreid.models.weights import check_state_dict_fits
+from wildreid.training.config import ModelConfig, ScheduleConfig, TrainConfig
+from wildreid.training.data import TrainingData
+from wildreid.training.distributed import DistContext, gather_tensor, gather_with_grad
+from wildreid.types import EmbeddingSpace
+
+__all__ = [
+    "GLOBAL_BATCH_LOSSES",
+    "LossPair",
+    "LrFactor",
+    "PairForward",
+    "autocast_dtype",
+    "build_net",
+    "build_optimizers",
+    "derived_seed",
+    "determinism",
+    "seed_all",
+    "validate",
+]
+
+logger = logging.getLogger(__name__)
+
+GLOBAL_BATCH_LOSSES = frozenset({"triplet"})
+"""Losses that mine pairs: under DDP they see every rank's batch; the others the local one."""
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``train.precision`` on ``device`` (``None``: plain fp32).
+
+    Raises:
+        ConfigError: fp16 on a device other than CUDA.
+    """
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type != "cuda":
+        raise ConfigError(f"train.precision fp16 needs a CUDA device, not {device}; use bf16")
+    if precision == "fp16" or not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def _probe_rank(config: NetConfig, input_size: tuple[int, int]) -> int | None:
+    """The rank of the backbone's output for one image, computed on the meta device."""
+    try:
+        with torch.device("meta"):
+            out = build_backbone(config)(torch.empty(1, 3, *input_size))
+    except (RuntimeError, NotImplementedError, TypeError, ValueError, AssertionError):
+        return None  # some backbones cannot run on meta tensors; the first batch will tell
+    return int(out.ndim) if isinstance(out, torch.Tensor) else None
+
+
+def build_net(base: EmbeddingModel, config: ModelConfig) -> tuple[EmbeddingNet, tuple[int, int]]:
+    """The base model's backbone (its weights copied) with a fresh head, and the input size.
+
+    Raises:
+        ConfigError: the base is not an :class:`EmbeddingNet` with a config, or the pooling
+            does not fit the backbone's output (``gem``/``avg`` need feature maps).
+        WeightsError: the base's backbone weights do not fit the rebuilt backbone.
+    """
+    source = base.module
+    if not isinstance(source, EmbeddingNet) or source.config is None:
+        raise ConfigError(f"model.base {base.card.name!r} cannot be fine-tuned (no NetConfig)")
+    net_config = NetConfig(
+        backbone=source.config.backbone,
+        pooling=config.pooling,
+        embedding_dim=config.embedding_dim,
+        bnneck=config.bnneck,
+        backbone_kwargs=dict(source.config.backbone_kwargs),
+    )
+    input_size = config.input_size or base.card.input_size
+    rank = _probe_rank(net_config, input_size)
+    if config.pooling != "none" and rank not in (None, 4):
+        raise ConfigError(
+            f"model.pooling {config.pooling!r} needs feature maps, but {base.card.name} "
+            f"returns {rank}-D tokens; use pooling: none (the backbone's own pooling)"
+        )
+    net = EmbeddingNet.from_config(net_config)
+    state = source.backbone.state_dict()
+    check_state_dict_fits(net.backbone, state, what=f"{base.card.name} backbone")
+    net.backbone.load_state_dict(state)
+    return net, (int(input_size[0]), int(input_size[1]))
+
+
+class LossPair(nn.Module):
+    """The configured losses, split into the global-batch part and the local part.
+
+    Under DDP the :data:`GLOBAL_BATCH_LOSSES` (triplet mining) are computed on the features of
+    every rank (gathered), the others (classification, centres) on this rank's batch. In a
+    single process the gather is the identity, so the sum equals one composite loss.
+    """
+
+    def __init__(
+        self, config: TrainConfig, *, num_classes: int, embedding_dim: int, class_counts: list[int]
+    ) -> None:
+        super().__init__()
+        self.order = [spec.name for spec in config.losses]
+        parts = (
+            [s for s in config.losses if s.name in GLOBAL_BATCH_LOSSES],
+            [s for s in config.losses if s.name not in GLOBAL_BATCH_LOSSES],
+        )
+        built = [
+            build_loss(
+                specs,
+                num_classes=num_classes,
+                embedding_dim=embedding_dim,
+                class_counts=class_counts,
+            )
+            if specs
+            else None
+            for specs in parts
+        ]
+        self.global_part: CompositeLoss | None = built[0]
+        self.local_part: CompositeLoss | None = built[1]
+
+    def composites(self) -> list[CompositeLoss]:
+        """The non-empty parts."""
+        return [c for c in (self.global_part, self.local_part) if c is not None]
+
+    def compute(
+        self,
+        ctx: DistContext,
+        features: torch.Tensor,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor,
+    ) -> LossOutput:
+        """Both parts on their batches; parts in config order, ``total`` their sum."""
+        outputs: list[LossOutput] = []
+        if self.global_part is not None:
+            both = gather_with_grad(ctx, torch.cat([features, embeddings], dim=1))
+            dim = features.shape[1]
+            outputs.append(
+                self.global_part(
+                    features=both[:, :dim],
+                    embeddings=both[:, dim:],
+                    labels=gather_tensor(ctx, labels),
+                )
+            )
+        if self.local_part is not None:
+            outputs.append(self.local_part(features=features, embeddings=embeddings, labels=labels))
+        parts = {k: v for out in outputs for k, v in out.parts.items()}
+        mined = [out.n_triplets for out in outputs if out.n_triplets is not None]
+        return LossOutput(
+            total=sum((out.total for out in outputs[1:]), outputs[0].total),
+            parts={name: parts[name] for name in self.order},
+            n_triplets=sum(mined) if mined else None,
+        )
+
+
+def build_optimizers(
+    net: EmbeddingNet, losses: LossPair, config: TrainConfig
+) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer | None]:
+    """The main optimizer (backbone, head, loss groups) and the loss parameters' own SGD.
+
+    Every group carries a ``name`` (``backbone``, ``head``, ``loss:<name>``).
+    """
+    optim = config.optim
+    groups: list[dict[str, Any]] = [
+        {
+            "name": "backbone",
+            "params": list(net.backbone.parameters()),
+            "lr": optim.lr * optim.backbone_lr_mult,
+        },
+        {
+            "name": "head",
+            "params": [p for p in net.head.parameters() if p.requires_grad],
+            "lr": optim.lr,
+        },
+    ]
+    own: list[dict[str, Any]] = []
+    for composite in losses.composites():
+        for group in composite.parameter_groups():
+            entry = {"name": f"loss:{group.name}", **group.to_torch()}
+            entry.setdefault("lr", optim.lr)
+            (own if group.own_sgd else groups).append(entry)
+    main: torch.optim.Optimizer
+    if optim.name == "sgd":
+        main = torch.optim.SGD(
+            groups,
+            lr=optim.lr,
+            momentum=optim.momentum,
+            nesterov=optim.momentum > 0,
+            weight_decay=optim.weight_decay,
+        )
+    else:
+        main = torch.optim.AdamW(groups, lr=optim.lr, weight_decay=optim.weight_decay)
+    side = torch.optim.SGD(own, lr=optim.lr, momentum=0.0, weight_decay=0.0) if own else None
+    return main, side
+
+
+class LrFactor:
+    """The learning-rate factor of iteration ``step`` (0-based), for ``LambdaLR``.
+
+    Linear warm-up over ``warmup_epochs`` (from ``1 / warmup steps`` to 1), then ``cosine``
+    from 1 to ``min_lr_ratio`` at the last iteration, or ``step``: ``gamma ** n`` where ``n``
+    counts the ``step_epochs`` (1-based) that have started.
+    """
+
+    def __init__(self, schedule: ScheduleConfig, *, steps_per_epoch: int) -> None:
+        self.steps_per_epoch = steps_per_epoch
+        self.total = schedule.epochs * steps_per_epoch
+        self.warmup = schedule.warmup_epochs * steps_per_epoch
+        self.kind = schedule.kind
+        self.step_epochs = tuple(schedule.step_epochs)
+        self.gamma = schedule.gamma
+        self.min_lr_ratio = schedule.min_lr_ratio
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        if self.kind == "step":
+            epoch = step // self.steps_per_epoch + 1
+            return float(self.gamma ** sum(1 for e in self.step_epochs if e <= epoch))
+        span = max(1, self.total - self.warmup - 1)
+        progress = min(1.0, (step - self.warmup) / span)
+        cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * cosine
+
+
+@contextmanager
+def determinism(enabled: bool, device: torch.device) -> Iterator[None]:
+    """Deterministic cuDNN/CUDA kernels for the run (restored after); CPU needs nothing."""
+    if device.type != "cuda":
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    before = (
+        cudnn.deterministic,
+        cudnn.benchmark,
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        cudnn.deterministic, cudnn.benchmark = True, False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        cudnn.deterministic, cudnn.benchmark = before[0], before[1]
+        torch.use_deterministic_algorithms(before[2], warn_only=before[3])
+
+
+def seed_all(seed: int) -> None:
+    """Seed Python's, NumPy's (global) and torch's generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def derived_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (e.g. seed, epoch, rank)."""
+    text = "\x1f".join(map(str, parts)).encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:8], "big") >> 1
+
+
+class PairForward(nn.Module):
+    """``net.forward_features_pair`` as ``forward``, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, net: EmbeddingNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net.forward_features_pair(x)
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """The network in training, as the embedder sees a model (it embeds a copy)."""
+
+    module: nn.Module
+    space: EmbeddingSpace
+
+
+def validate(
+    net: EmbeddingNet,
+    *,
+    space: EmbeddingSpace,
+    data: TrainingData,
+    config: TrainConfig,
+    device: torch.device,
+) -> dict[str, float]:
+    """``top1``, ``top5``, ``mAP`` and ``mINP`` of the current network on the validation set.
+
+    The :class:`~wildreid.models.embedder.Embedder` embeds the validation images with the
+    inference preprocessing (no augmentation) from a copy of ``net`` in eval mode; the val
+    queries are ranked against the val gallery (closed set).
+    """
+    embedder = Embedder(
+        _Snapshot(module=net, space=space),
+        config=EmbedderConfig(
+            batch_size=config.train.eval_batch_size,
+            workers=config.train.workers,
+            device=str(device),
+            precision=config.train.precision,
+            channels_last=config.train.channels_last,
+            skip_bad_images=config.data.skip_bad_images,
+        ),
+    )
+    result = embedder.embed_images(data.val, root=data.root)
+    protocol = protocol_from_split(data.val, data.val_split)
+    if result.skipped:
+        gone = {image_id for image_id, _ in result.skipped}
+        protocol = replace(
+            protocol,
+            query_ids=tuple(i for i in protocol.query_ids if i not in gone),
+            gallery_ids=tuple(i for i in protocol.gallery_ids if i not in gone),
+        )
+    evaluation = evaluate_embeddings(data.val, protocol, result.embeddings, open_set=False)
+    keys = ("top1", "top5", "mAP", "mINP")
+    return {k: float(evaluation.metrics[k]) for k in keys if k in evaluation.metrics}
