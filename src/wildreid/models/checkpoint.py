@@ -154,7 +154,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> LoadedCheckpoint:
         raise WeightsError(where)
     try:
         raw: Any = torch.load(file, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+    except (OSError, RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as exc:
         raise WeightsError(
             f"{file} is not a wildreid checkpoint: it seems to be {describe_file(file)} "
             f"({' '.join(str(exc).split())[:200]})"
