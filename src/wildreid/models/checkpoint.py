@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ import torch
 from wildreid.errors import ConfigError, WeightsError
 from wildreid.models.cards import ModelCard
 from wildreid.models.heads import EmbeddingNet, NetConfig
-from wildreid.models.weights import check_state_dict_fits, describe_file, describe_object
+from wildreid.models.weights import check_state_dict_fits, describe_object, load_torch_file
 
 __all__ = [
     "CHECKPOINT_FILENAME",
@@ -152,13 +151,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> LoadedCheckpoint:
             else (f"checkpoint {file} does not exist")
         )
         raise WeightsError(where)
-    try:
-        raw: Any = torch.load(file, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as exc:
-        raise WeightsError(
-            f"{file} is not a wildreid checkpoint: it seems to be {describe_file(file)} "
-            f"({' '.join(str(exc).split())[:200]})"
-        ) from exc
+    raw: Any = load_torch_file(file, not_readable=f"{file} is not a wildreid checkpoint")
     if not isinstance(raw, Mapping) or raw.get("format") != CHECKPOINT_FORMAT:
         raise WeightsError(
             f"{file} is not a wildreid checkpoint: it holds {describe_object(raw)}; a bare "

@@ -35,14 +35,35 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _CHUNK_BYTES = 1 << 20
-_READ_ERRORS = (
+_TORCH_READ_ERRORS = (
     OSError,
     RuntimeError,
     ValueError,
     EOFError,
+    KeyError,  # torch's weights-only unpickler on some non-pickle bytes
+    IndexError,
     pickle.UnpicklingError,
-    SafetensorError,
 )
+_SAFETENSORS_READ_ERRORS = (OSError, RuntimeError, ValueError, SafetensorError)
+
+
+def load_torch_file(path: Path, *, not_readable: str) -> Any:
+    """``torch.load`` on the CPU with ``weights_only`` (plain types and tensors only).
+
+    Args:
+        not_readable: the message's start when the file cannot be read, e.g.
+            ``"x.pt is not a wildreid checkpoint"``; what the file seems to be is appended.
+
+    Raises:
+        WeightsError: the file cannot be unpickled as weights.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except _TORCH_READ_ERRORS as exc:
+        raise WeightsError(
+            f"{not_readable}: it seems to be {describe_file(path)} "
+            f"({' '.join(str(exc).split())[:200]})"
+        ) from exc
 
 
 def require_file(path: Path, *, what: str) -> Path:
@@ -156,17 +177,18 @@ def read_state_dict(path: Path, *, what: str) -> dict[str, torch.Tensor]:
     """
     require_file(path, what=what)
     kind = describe_file(path)
-    try:
-        if kind == "a safetensors file" or path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    obj: Any
+    if kind == "a safetensors file" or path.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
-            obj: Any = load_file(str(path), device="cpu")
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except _READ_ERRORS as exc:
-        raise WeightsError(
-            f"{what}: cannot read weights file {path}; it seems to be {kind} ({exc})"
-        ) from exc
+        try:
+            obj = load_file(str(path), device="cpu")
+        except _SAFETENSORS_READ_ERRORS as exc:
+            raise WeightsError(
+                f"{what}: cannot read weights file {path}; it seems to be {kind} ({exc})"
+            ) from exc
+    else:
+        obj = load_torch_file(path, not_readable=f"{what}: cannot read weights file {path}")
     for key in ("state_dict", "model"):
         if isinstance(obj, Mapping) and not _is_tensor_dict(obj) and key in obj:
             obj = obj[key]

@@ -20,7 +20,6 @@ file.
 from __future__ import annotations
 
 import logging
-import pickle
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -38,7 +37,7 @@ from wildreid.models.cards import ModelCard
 from wildreid.models.checkpoint import CHECKPOINT_FILENAME
 from wildreid.models.factory import RANDOM_WEIGHTS
 from wildreid.models.heads import EmbeddingNet
-from wildreid.models.weights import check_state_dict_fits, describe_file, describe_object
+from wildreid.models.weights import check_state_dict_fits, describe_object, load_torch_file
 from wildreid.training.config import TrainConfig
 
 __all__ = [
@@ -64,15 +63,6 @@ LAST_FILENAME = "last.pt"
 CONFIG_FILENAME = "config.yaml"
 STATE_FORMAT = "wildreid-train-state"
 STATE_VERSION = 1
-_READ_ERRORS = (
-    OSError,
-    RuntimeError,
-    ValueError,
-    EOFError,
-    KeyError,  # torch's weights-only unpickler on some non-pickle bytes
-    IndexError,
-    pickle.UnpicklingError,
-)
 
 
 def capture_rng() -> dict[str, Any]:
@@ -169,13 +159,7 @@ def load_training_state(path: Path) -> TrainingState:
     """
     if not path.is_file():
         raise WeightsError(f"no training state to resume from: {path} does not exist")
-    try:
-        raw: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except _READ_ERRORS as exc:
-        raise WeightsError(
-            f"{path} is not a wildreid training state: it seems to be {describe_file(path)} "
-            f"({' '.join(str(exc).split())[:200]})"
-        ) from exc
+    raw: Any = load_torch_file(path, not_readable=f"{path} is not a wildreid training state")
     if not isinstance(raw, Mapping) or raw.get("format") != STATE_FORMAT:
         raise WeightsError(
             f"{path} is not a wildreid training state (last.pt): it holds {describe_object(raw)}"
