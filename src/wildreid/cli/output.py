@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-__all__ = ["echo_json", "progress_callback", "stdout_console"]
+__all__ = ["echo_json", "progress_callback", "stderr_progress", "stdout_console"]
 
 
 def stdout_console() -> Console:
@@ -26,17 +26,22 @@ def echo_json(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str))
 
 
-@contextlib.contextmanager
-def progress_callback(description: str) -> Iterator[Callable[[int, int], None]]:
-    """A ``progress(done, total)`` callback drawing a progress bar on stderr."""
-    with Progress(
+def stderr_progress() -> Progress:
+    """Progress bars on stderr, in the CLI's one style (use as a context manager)."""
+    return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=Console(stderr=True),
         transient=True,
-    ) as bar:
+    )
+
+
+@contextlib.contextmanager
+def progress_callback(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A ``progress(done, total)`` callback drawing a progress bar on stderr."""
+    with stderr_progress() as bar:
         task = bar.add_task(description, total=None)
 
         def update(done: int, total: int) -> None:

@@ -18,10 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from wildreid.cli.output import echo_json, stdout_console
+from wildreid.cli.output import echo_json, stderr_progress, stdout_console
 from wildreid.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -38,14 +36,7 @@ def _progress_bars(enabled: bool) -> Iterator[Callable[[TrainProgress], None] | 
     if not enabled:
         yield None
         return
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as bars:
+    with stderr_progress() as bars:
         epochs = bars.add_task("epochs", total=None)
         batches = bars.add_task("batches", total=None)
 
