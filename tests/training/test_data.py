@@ -22,6 +22,7 @@ from wildreid.training.data import (
     TrainDataset,
     check_bad_images,
     collate_train,
+    group_keys,
     prepare_training_data,
 )
 from wildreid.training.sampling import PKSampler
@@ -294,3 +295,10 @@ def test_loader_with_pk_sampler_gives_p_by_k_label_batches(tmp_path: Path) -> No
         assert batch.images is not None and batch.images.shape == (4, 3, 6, 8)
         labels = batch.labels.view(2, 2)
         assert (labels[:, 0] == labels[:, 1]).all() and labels[0, 0] != labels[1, 0]
+
+
+def test_group_keys_strip_text_and_make_empty_cells_their_own_group() -> None:
+    column = pd.Series(["clipA", " clipA ", "", None, float("nan"), "clipB"])
+    keys = group_keys(column)
+    assert keys[0] == keys[1] == "clipA" and keys[5] == "clipB"
+    assert len({keys[2], keys[3], keys[4]}) == 3 and not {keys[2], keys[3], keys[4]} & {"clipA"}

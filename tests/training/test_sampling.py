@@ -153,3 +153,44 @@ def test_labels_must_be_integers() -> None:
 def test_negative_epoch_is_refused() -> None:
     with pytest.raises(ConfigError, match="epoch"):
         PKSampler(LABELS, p=2, k=2).set_epoch(-1)
+
+
+def _clips(counts_per_clip: list[list[int]]) -> tuple[np.ndarray, list[str]]:
+    """Labels and clip names: identity i has clips with counts_per_clip[i] frames."""
+    labels, clips = [], []
+    for identity, counts in enumerate(counts_per_clip):
+        for clip, n in enumerate(counts):
+            labels += [identity] * n
+            clips += [f"id{identity}-clip{clip}"] * n
+    return np.asarray(labels), clips
+
+
+def test_groups_spread_an_identitys_images_over_its_clips() -> None:
+    # identity 0: one long clip and three short ones; 1: two clips; 2: a single clip
+    labels, clips = _clips([[20, 1, 1, 1], [10, 3], [6], [5, 5]])
+    sampler = PKSampler(labels, p=4, k=4, seed=0, batches_per_epoch=30, groups=clips)
+    plain = PKSampler(labels, p=4, k=4, seed=0, batches_per_epoch=30)
+    spread_counts, plain_counts = Counter(), Counter()
+    for spread_batch, plain_batch in zip(_batches(sampler), _batches(plain), strict=True):
+        for batch, counter in ((spread_batch, spread_counts), (plain_batch, plain_counts)):
+            rows = np.asarray(batch).reshape(4, 4)
+            for row in rows:
+                identity = int(labels[row[0]])
+                assert (labels[row] == identity).all() and len(set(row.tolist())) == 4
+                counter[identity, len({clips[i] for i in row})] += 1
+        spread_rows = np.asarray(spread_batch).reshape(4, 4)
+        for row in spread_rows:
+            distinct_clips = len({clips[i] for i in row})
+            expected = {0: 4, 1: 2, 2: 1, 3: 2}[int(labels[row[0]])]
+            assert distinct_clips == expected  # as many clips as the identity has, up to k
+    # without groups the long clip dominates identity 0's positives
+    assert plain_counts[0, 4] < spread_counts[0, 4] == 30
+
+
+def test_groups_keep_every_image_in_use_and_must_match_the_labels() -> None:
+    labels, clips = _clips([[6, 2], [4, 4]])
+    sampler = PKSampler(labels, p=2, k=2, seed=3, batches_per_epoch=40, groups=clips)
+    used = Counter(i for batch in _batches(sampler) for i in batch)
+    assert set(used) == set(range(len(labels)))  # the long clip's frames all take turns
+    with pytest.raises(ConfigError, match="one value per item"):
+        PKSampler(labels, p=2, k=2, groups=clips[:-1])

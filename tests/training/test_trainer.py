@@ -182,6 +182,48 @@ def test_frozen_backbone_keeps_the_base_weights(synth: Path, tmp_path: Path) -> 
         torch.testing.assert_close(moving.net.backbone.state_dict(), base)
 
 
+def _bn_statistics(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {
+        k: v.detach().contiguous()
+        for k, v in net.state_dict().items()
+        if k.endswith(("running_mean", "running_var"))
+    }
+
+
+@pytest.mark.parametrize("freeze_bn", [True, False])
+def test_backbone_batchnorm_statistics_stay_pretrained_unless_asked(
+    synth: Path, tmp_path: Path, freeze_bn: bool
+) -> None:
+    weights = save_state_dict(
+        random_state_dict("test_efficientnet", seed=3), tmp_path / "base.safetensors"
+    )
+    schedule = {"epochs": 1, "warmup_epochs": 0, "freeze_backbone_bn": freeze_bn}
+    trainer = Trainer(
+        tiny_config(synth, f"model.weights={weights}", schedule=schedule), out_dir=tmp_path / "r"
+    )
+    trainer.run()
+    assert trainer.net is not None
+    base = _bn_statistics(load_model(TINY_MODEL, weights=weights).module.backbone)
+    trained = _bn_statistics(trainer.net.backbone)
+    assert base and trained.keys() == base.keys()
+    if freeze_bn:
+        torch.testing.assert_close(trained, base, rtol=0, atol=0)
+    else:
+        with pytest.raises(AssertionError):
+            torch.testing.assert_close(trained, base)
+    # the backbone's weights learn either way, and so does the BNNeck's statistics
+    assert trainer.net.head.bnneck is not None
+    assert trainer.net.head.bnneck.num_batches_tracked.item() == 2
+
+
+def test_spread_over_must_name_a_metadata_column(synth: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"sampler.spread_over: 'clip' is not a column .*subset"):
+        train(tiny_config(synth, sampler={"spread_over": "clip"}), out_dir=tmp_path / "bad")
+    assert not (tmp_path / "bad" / "model.pt").exists()
+    result = train(tiny_config(synth, sampler={"spread_over": "subset"}), out_dir=tmp_path / "ok")
+    assert result.epochs_run == 2
+
+
 def test_warns_when_no_triplet_is_mined(
     synth: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

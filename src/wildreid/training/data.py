@@ -50,6 +50,7 @@ __all__ = [
     "TrainingData",
     "check_bad_images",
     "collate_train",
+    "group_keys",
     "prepare_training_data",
 ]
 
@@ -282,6 +283,13 @@ def _check_options(fraction: float, kind: str, query_fraction: float, seed: int)
         raise ConfigError(f"val_query_fraction must be in (0, 1), got {query_fraction!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"seed must be an integer, got {seed!r}")
+
+
+def group_keys(column: pd.Series) -> list[str]:
+    """One group key per row (for :class:`~wildreid.training.sampling.PKSampler`'s
+    ``groups``): the cell's text, stripped; an empty cell is a group of its own."""
+    text = column.astype("string").str.strip().fillna("")
+    return [value or f"\0row {i}" for i, value in enumerate(text)]
 
 
 class TrainDataset(Dataset[TrainSample | BadImage]):

@@ -20,6 +20,11 @@ Schedule of an epoch (identical on every rank; each rank keeps its own slice):
   replacement (duplicates in the batch: the loss sees fewer distinct positives).
 * identities with one image are left out (:attr:`PKSampler.excluded_identities`): they cannot
   form a positive pair.
+* with ``groups`` (a clip, encounter or video per image), an identity's ``K`` images are spread
+  over as many of its groups as possible: its groups are visited in a random order, one image
+  each, round after round, until ``K`` are allocated; each group hands out its share from its
+  own queue. Frames of one clip are near-duplicates, and positives taken from one clip teach
+  the network the clip (background, light) instead of the animal.
 
 Randomness: ``numpy.random.default_rng([seed, epoch])``, independent of any global generator.
 """
@@ -27,7 +32,8 @@ Randomness: ``numpy.random.default_rng([seed, epoch])``, independent of any glob
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -58,9 +64,12 @@ class PKSampler(Sampler[int]):
         batches_per_epoch: batches per rank per epoch; ``None`` covers about every sampled image
             once per epoch across ranks: ``max(1, n_images // (p * k * world_size))``, counting
             the images of identities with at least 2.
+        groups: the group of every item (clip, encounter); an identity's ``k`` images come
+            from as many different groups as it has. ``None``: no grouping.
 
     Shapes:
         labels: (N,) integers.
+        groups: (N,) hashable values.
 
     Raises:
         ConfigError: an argument is out of range, or fewer than ``p * world_size`` identities
@@ -77,6 +86,7 @@ class PKSampler(Sampler[int]):
         rank: int = 0,
         world_size: int = 1,
         batches_per_epoch: int | None = None,
+        groups: Sequence[Hashable] | npt.NDArray[Any] | None = None,
     ) -> None:
         super().__init__()
         _check_int("p", p, 1)
@@ -106,6 +116,16 @@ class PKSampler(Sampler[int]):
         self._pools: list[_IntArray] = [
             order[starts[c] : starts[c + 1]].astype(np.int64) for c in eligible
         ]
+        self._groups: list[list[_IntArray]] | None = None
+        if groups is not None:
+            if len(groups) != len(values):
+                raise ConfigError(
+                    f"groups must give one value per item: {len(groups)} for {len(values)} labels"
+                )
+            codes = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)[1]
+            self._groups = [
+                [pool[codes[pool] == g] for g in np.unique(codes[pool])] for pool in self._pools
+            ]
         self.p, self.k, self.seed = p, k, seed
         self.rank, self.world_size = rank, world_size
         self.excluded_identities = int((counts == 1).sum())
@@ -149,20 +169,34 @@ class PKSampler(Sampler[int]):
         rng = np.random.default_rng([self.seed, self.epoch])
         n_steps, per_step = self.batches_per_epoch, self.p * self.world_size
         identities = _Queue(np.arange(len(self._pools)), rng)
-        images = [_Queue(pool, rng) for pool in self._pools]
+        groups = self._groups or [[pool] for pool in self._pools]
+        images = [[_Queue(group, rng) for group in split] for split in groups]
         out = np.empty((n_steps, per_step, self.k), dtype=np.int64)
         for step in range(n_steps):
             for slot, identity in enumerate(identities.take(per_step)):
                 out[step, slot] = self._draw(images[identity], rng)
         return out.reshape(n_steps, self.world_size, self.p, self.k)
 
-    def _draw(self, images: _Queue, rng: np.random.Generator) -> _IntArray:
-        """``k`` images of one identity: distinct if it has ``k``, else all plus repeats."""
-        n = len(images.items)
-        if n >= self.k:
-            return images.take(self.k)
-        extra = rng.choice(images.items, size=self.k - n, replace=True)
-        return np.concatenate([rng.permutation(images.items), extra])
+    def _draw(self, groups: list[_Queue], rng: np.random.Generator) -> _IntArray:
+        """``k`` images of one identity: distinct if it has ``k``, else all plus repeats;
+        spread over its groups (one group: its own queue)."""
+        if len(groups) == 1:
+            images = groups[0]
+            n = len(images.items)
+            if n >= self.k:
+                return images.take(self.k)
+            extra = rng.choice(images.items, size=self.k - n, replace=True)
+            return np.concatenate([rng.permutation(images.items), extra])
+        sizes = np.array([len(g.items) for g in groups])
+        if sizes.sum() < self.k:
+            return self._draw([_Queue(np.concatenate([g.items for g in groups]), rng)], rng)
+        order = rng.permutation(len(groups))
+        shares = np.zeros(len(groups), dtype=np.int64)
+        while shares.sum() < self.k:
+            for g in order:
+                if shares.sum() < self.k and shares[g] < sizes[g]:
+                    shares[g] += 1
+        return np.concatenate([groups[g].take(int(shares[g])) for g in order if shares[g]])
 
 
 class _Queue:

@@ -11,7 +11,9 @@ Optimisation: AdamW or SGD with three kinds of parameter groups: the backbone
 rate); the centres of ``center`` take their own plain SGD (outside the schedule), as in the
 BNNeck baseline. The rate factor is updated every iteration: linear warm-up, then cosine or
 step decay (:class:`LrFactor`). For ``freeze_backbone_epochs`` the backbone is frozen
-(``requires_grad`` off, BatchNorms in eval mode) and only the head and the losses learn.
+(``requires_grad`` off, BatchNorms in eval mode) and only the head and the losses learn;
+after that the backbone's BatchNorms keep their pretrained running statistics unless
+``freeze_backbone_bn`` is off (P x K batches of a few animals estimate them badly).
 Gradients may be clipped (global norm over the model and the loss parameters of the main
 optimizer). On CUDA the forward pass runs under autocast (bf16, or fp16 with a gradient
 scaler); ``precision: bf16`` autocasts on CPU too; losses are computed in float32.
@@ -47,7 +49,7 @@ from torch.utils.data import DataLoader
 
 from wildreid.config import to_dict
 from wildreid.data.splits import read_split
-from wildreid.errors import DataError
+from wildreid.errors import ConfigError, DataError
 from wildreid.evaluation.protocol import split_from_column
 from wildreid.losses import LossOutput
 from wildreid.models.cards import ModelCard
@@ -85,6 +87,7 @@ from wildreid.training.data import (
     TrainingData,
     check_bad_images,
     collate_train,
+    group_keys,
     prepare_training_data,
 )
 from wildreid.training.distributed import (
@@ -259,6 +262,12 @@ class Trainer:
             if cfg.data.split is not None
             else split_from_column(metadata, str(cfg.data.split_column))
         )
+        spread = cfg.sampler.spread_over
+        if spread is not None and spread not in metadata.columns:
+            raise ConfigError(
+                f"sampler.spread_over: {spread!r} is not a column of {cfg.data.metadata} "
+                f"(columns: {', '.join(map(str, metadata.columns))})"
+            )
         data = prepare_training_data(
             metadata,
             split,
@@ -299,6 +308,7 @@ class Trainer:
             rank=ctx.rank,
             world_size=ctx.world_size,
             batches_per_epoch=cfg.sampler.batches_per_epoch,
+            groups=None if spread is None else group_keys(data.train[spread]),
         )
         counts = np.bincount(dataset.labels, minlength=data.labels.num_classes).tolist()
         losses = LossPair(
@@ -483,6 +493,10 @@ class Trainer:
         s.net.train()
         if s.frozen:
             s.net.backbone.eval()
+        elif cfg.schedule.freeze_backbone_bn:
+            for module in s.net.backbone.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         batches = s.sampler.batches_per_epoch
         sums: dict[str, float] = dict.fromkeys(s.losses.order, 0.0)
         total, n_batches, zero = 0.0, 0, 0
