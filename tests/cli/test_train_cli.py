@@ -88,6 +88,11 @@ def test_train_then_embed_with_the_run(config_file: Path, tmp_path: Path) -> Non
         (["--set", "losses=[{name: triplet, params: {mining: soft}}]"], "option 'mining'"),
         (["--set", "model.base=efficientnet-lite9"], "model.base: unknown model"),
         (["--set", "data.split_column=md_split"], "data.split: give exactly one of"),
+        (
+            ["--set", "model.weights=random", "--set", "schedule.freeze_backbone_bn=true"],
+            "schedule.freeze_backbone_bn: a randomly initialised backbone",
+        ),
+        (["--set", "sampler.spread_over= "], "sampler.spread_over: is empty"),
     ],
 )
 def test_bad_config_exits_2_before_any_work(
@@ -123,11 +128,18 @@ def test_examples_exist() -> None:
 def test_example_configs_validate(path: Path) -> None:
     config = load_config(path, TrainConfig)
     check_config(config)
-    assert config.data.metadata == Path("../shared/datasets/LionData/metadata.csv")
-    assert config.data.split_column == "md_split"
-    assert config.model.base == "efficientnet-lite0"
+    assert config.model.base == "efficientnet-lite0"  # the offline default
     assert (config.sampler.p, config.sampler.k) == (8, 4)
-    assert config.schedule.freeze_backbone_epochs == 1
+    assert config.keeps_backbone_bn
+    if path.name.startswith("holstein"):
+        assert config.data.metadata.name == "metadata.csv"
+        assert "Holstein2025CowFaces" in config.data.metadata.parts
+        assert config.data.split == Path("splits/holstein-closed-clip.csv")
+        assert config.sampler.spread_over == config.data.group_column == "clip"
+    else:
+        assert config.data.metadata == Path("../shared/datasets/LionData/metadata.csv")
+        assert config.data.split_column == "md_split"
+        assert config.schedule.freeze_backbone_epochs == 1
 
 
 def test_tune_runs_trials_and_writes_the_table(config_file: Path, tmp_path: Path) -> None:

@@ -209,7 +209,8 @@ class ScheduleConfig:
             shift still learn). P x K batches of a few animals, augmented, are a poor
             estimate of the statistics: letting them update cut validation top-1 on
             Holstein2025CowFaces from 13.8% to 8.1% in 15 steps with the backbone's weights
-            untouched. ``false`` updates them as in ordinary training.
+            untouched. ``false`` updates them as in ordinary training; ``null`` (default):
+            ``true``, except for ``model.weights: random`` (no statistics worth keeping).
     """
 
     epochs: int = 10
@@ -219,7 +220,7 @@ class ScheduleConfig:
     gamma: float = 0.1
     min_lr_ratio: float = 0.0
     freeze_backbone_epochs: int = 0
-    freeze_backbone_bn: bool = True
+    freeze_backbone_bn: bool | None = None
 
     def __post_init__(self) -> None:
         _int("epochs", self.epochs, 1)
@@ -318,6 +319,19 @@ class TrainConfig:
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
             raise InvalidValue("losses", f"{repeated[0]!r} is listed twice")
+        if self.schedule.freeze_backbone_bn and self.model.weights == "random":
+            raise InvalidValue(
+                "schedule.freeze_backbone_bn",
+                "a randomly initialised backbone has no BatchNorm statistics worth keeping; "
+                "set it false or leave it out",
+            )
+
+    @property
+    def keeps_backbone_bn(self) -> bool:
+        """Whether the backbone's BatchNorm statistics stay fixed (``freeze_backbone_bn``
+        resolved)."""
+        chosen = self.schedule.freeze_backbone_bn
+        return self.model.weights != "random" if chosen is None else chosen
 
 
 def check_config(config: TrainConfig, *, embedding_dim: int = 8) -> None:

@@ -24,6 +24,9 @@ scores them with :func:`~wildreid.evaluation.protocol.evaluate_embeddings`; the 
 gives ``model.pt``, and ``early_stopping_patience`` validations without improvement stop the
 run. Files: see :mod:`wildreid.training.checkpoints` and :mod:`wildreid.training.logs`.
 
+What a run is built from (data, network, losses, sampler, optimizers):
+:mod:`wildreid.training.setup`.
+
 Reproducibility: on CPU, the same config and seed give bit-identical weights (decoding and
 augmentation happen in the training process with ``workers: 0``, whose generators are seeded;
 worker processes are seeded from the seed, the epoch and the rank). ``last.pt`` holds every
@@ -34,7 +37,6 @@ training: :mod:`wildreid.training.distributed`.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import time
 from collections.abc import Callable
@@ -42,22 +44,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from wildreid.config import to_dict
-from wildreid.data.splits import read_split
-from wildreid.errors import ConfigError, DataError
-from wildreid.evaluation.protocol import split_from_column
+from wildreid.errors import DataError
 from wildreid.losses import LossOutput
-from wildreid.models.cards import ModelCard
 from wildreid.models.checkpoint import CHECKPOINT_FILENAME, save_checkpoint
-from wildreid.models.factory import load_model
 from wildreid.models.heads import EmbeddingNet
-from wildreid.pipeline import load_dataset
-from wildreid.training.augment import build_train_transform
 from wildreid.training.checkpoints import (
     LAST_FILENAME,
     TrainingState,
@@ -67,29 +61,17 @@ from wildreid.training.checkpoints import (
     open_run_dir,
     restore_rng,
     save_training_state,
-    trained_card,
 )
 from wildreid.training.components import (
     LossPair,
-    LrFactor,
     PairForward,
-    autocast_dtype,
-    build_net,
-    build_optimizers,
     derived_seed,
     determinism,
     seed_all,
     validate,
 )
 from wildreid.training.config import TrainConfig
-from wildreid.training.data import (
-    TrainDataset,
-    TrainingData,
-    check_bad_images,
-    collate_train,
-    group_keys,
-    prepare_training_data,
-)
+from wildreid.training.data import check_bad_images
 from wildreid.training.distributed import (
     DistContext,
     average_gradients,
@@ -102,8 +84,7 @@ from wildreid.training.distributed import (
     wrap_ddp,
 )
 from wildreid.training.logs import RunLog, epoch_line
-from wildreid.training.sampling import PKSampler
-from wildreid.types import EmbeddingSpace
+from wildreid.training.setup import RunSetup, build_setup, epoch_loader
 
 __all__ = ["TrainProgress", "TrainResult", "Trainer", "train"]
 
@@ -181,45 +162,6 @@ class _Book:
         }
 
 
-@dataclass
-class _Setup:
-    """Everything one run builds (mutable: the DDP wrapper changes with the stage)."""
-
-    data: TrainingData
-    net: EmbeddingNet
-    card: ModelCard
-    space: EmbeddingSpace
-    dataset: TrainDataset
-    sampler: PKSampler
-    losses: LossPair
-    optimizer: torch.optim.Optimizer
-    side: torch.optim.Optimizer | None
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    scaler: torch.amp.GradScaler
-    dtype: torch.dtype | None
-    channels_last: bool
-    net_config: dict[str, Any]
-    forward: nn.Module | None = None
-    frozen: bool | None = None
-
-
-def _loader(s: _Setup, *, workers: int, pin_memory: bool, seed: int) -> DataLoader[Any]:
-    """One epoch's batches (a new loader per epoch, so worker processes are seeded from the
-    seed, the epoch and the rank, and a resumed run draws the same augmentations)."""
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    return DataLoader(
-        s.dataset,
-        batch_size=s.sampler.batch_size,
-        sampler=s.sampler,
-        num_workers=workers,
-        collate_fn=collate_train,
-        pin_memory=pin_memory,
-        multiprocessing_context=context if workers else None,
-        generator=torch.Generator().manual_seed(seed),
-    )
-
-
 class Trainer:
     """One training run; :func:`train` is ``Trainer(...).run()``.
 
@@ -254,97 +196,7 @@ class Trainer:
             shutdown_distributed(ctx)
         return replace(result, seconds=time.perf_counter() - start)
 
-    def _setup(self, ctx: DistContext) -> _Setup:
-        cfg = self.config
-        metadata, root = load_dataset(cfg.data.metadata, root=cfg.data.root)
-        split = (
-            read_split(cfg.data.split, metadata=metadata)
-            if cfg.data.split is not None
-            else split_from_column(metadata, str(cfg.data.split_column))
-        )
-        spread = cfg.sampler.spread_over
-        if spread is not None and spread not in metadata.columns:
-            raise ConfigError(
-                f"sampler.spread_over: {spread!r} is not a column of {cfg.data.metadata} "
-                f"(columns: {', '.join(map(str, metadata.columns))})"
-            )
-        data = prepare_training_data(
-            metadata,
-            split,
-            root=root,
-            val_fraction=cfg.data.val_fraction,
-            val_kind=cfg.data.val_kind,
-            group_column=cfg.data.group_column,
-            seed=cfg.train.seed,
-        )
-        base = load_model(cfg.model.base, weights=cfg.model.weights, device="cpu")
-        net, input_size = build_net(base, cfg.model)
-        terms = " + ".join(f"{s.weight:g} {s.name}" for s in cfg.losses)
-        card = trained_card(
-            base.card, run_dir=self.run_dir, net=net, input_size=input_size, losses=terms
-        )
-        space = EmbeddingSpace(
-            model=card.name,
-            weights_sha256="training",
-            input_size=input_size,
-            mean=card.mean,
-            std=card.std,
-            crop_mode=card.crop_mode,
-            dim=card.embedding_dim,
-        )
-        transform = build_train_transform(
-            cfg.augment,
-            input_size=input_size,
-            mean=card.mean,
-            std=card.std,
-            crop_mode=card.crop_mode,
-        )
-        dataset = TrainDataset(data.root, data.train, labels=data.labels, transform=transform)
-        sampler = PKSampler(
-            dataset.labels,
-            p=cfg.sampler.p,
-            k=cfg.sampler.k,
-            seed=cfg.train.seed,
-            rank=ctx.rank,
-            world_size=ctx.world_size,
-            batches_per_epoch=cfg.sampler.batches_per_epoch,
-            groups=None if spread is None else group_keys(data.train[spread]),
-        )
-        counts = np.bincount(dataset.labels, minlength=data.labels.num_classes).tolist()
-        losses = LossPair(
-            cfg,
-            num_classes=data.labels.num_classes,
-            embedding_dim=net.embedding_dim,
-            class_counts=counts,
-        )
-        channels_last = cfg.train.channels_last and any(
-            isinstance(m, nn.Conv2d) for m in net.modules()
-        )
-        net.to(ctx.device)
-        if channels_last:
-            net.to(memory_format=torch.channels_last)
-        losses.to(ctx.device)
-        optimizer, side = build_optimizers(net, losses, cfg)
-        factor = LrFactor(cfg.schedule, steps_per_epoch=sampler.batches_per_epoch)
-        dtype = autocast_dtype(cfg.train.precision, ctx.device)
-        return _Setup(
-            data=data,
-            net=net,
-            card=card,
-            space=space,
-            dataset=dataset,
-            sampler=sampler,
-            losses=losses,
-            optimizer=optimizer,
-            side=side,
-            scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, factor),
-            scaler=torch.amp.GradScaler(ctx.device.type, enabled=dtype == torch.float16),
-            dtype=dtype,
-            channels_last=channels_last,
-            net_config=net.config.to_dict() if net.config is not None else {},
-        )
-
-    def _restore(self, ctx: DistContext, s: _Setup, state: TrainingState) -> None:
+    def _restore(self, ctx: DistContext, s: RunSetup, state: TrainingState) -> None:
         check_resumable(state, path=self.run_dir / LAST_FILENAME, net=s.net, losses=s.losses)
         s.net.load_state_dict(state.net)
         s.losses.load_state_dict(state.losses)
@@ -380,7 +232,7 @@ class Trainer:
         state = open_run_dir(self.run_dir, self.config, resume=self.resume, write=ctx.is_main)
         barrier(ctx)
         seed_all(cfg.train.seed)
-        s = self._setup(ctx)
+        s = build_setup(cfg, ctx, run_dir=self.run_dir)
         if state is not None:
             self._restore(ctx, s, state)
         else:
@@ -430,7 +282,7 @@ class Trainer:
             seconds=0.0,
         )
 
-    def _set_stage(self, ctx: DistContext, s: _Setup, *, frozen: bool) -> None:
+    def _set_stage(self, ctx: DistContext, s: RunSetup, *, frozen: bool) -> None:
         if s.frozen is frozen:
             return
         s.net.backbone.requires_grad_(not frozen)
@@ -447,7 +299,7 @@ class Trainer:
             )
 
     def _step(
-        self, ctx: DistContext, s: _Setup, images: torch.Tensor, labels: torch.Tensor
+        self, ctx: DistContext, s: RunSetup, images: torch.Tensor, labels: torch.Tensor
     ) -> LossOutput:
         pinned = ctx.device.type == "cuda" and images.is_pinned()
         images = images.to(ctx.device, non_blocking=pinned)
@@ -478,13 +330,13 @@ class Trainer:
         s.scheduler.step()
         return out
 
-    def _epoch(self, ctx: DistContext, s: _Setup, log: RunLog, epoch: int) -> bool:
+    def _epoch(self, ctx: DistContext, s: RunSetup, log: RunLog, epoch: int) -> bool:
         """Train one epoch, validate, write the files; return whether to stop early."""
         cfg, book = self.config, self._book
         start = time.perf_counter()
         self._set_stage(ctx, s, frozen=epoch < cfg.schedule.freeze_backbone_epochs)
         s.sampler.set_epoch(epoch)
-        loader = _loader(
+        loader = epoch_loader(
             s,
             workers=cfg.train.workers,
             pin_memory=ctx.device.type == "cuda",
@@ -493,7 +345,7 @@ class Trainer:
         s.net.train()
         if s.frozen:
             s.net.backbone.eval()
-        elif cfg.schedule.freeze_backbone_bn:
+        elif cfg.keeps_backbone_bn:
             for module in s.net.backbone.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
@@ -588,7 +440,7 @@ class Trainer:
             return True
         return False
 
-    def _save_state(self, ctx: DistContext, s: _Setup) -> None:
+    def _save_state(self, ctx: DistContext, s: RunSetup) -> None:
         rng = gather_objects(ctx, capture_rng())
         if not ctx.is_main:
             barrier(ctx)
