@@ -130,8 +130,8 @@ def test_example_configs_validate(path: Path) -> None:
     check_config(config)
     assert config.model.base == "efficientnet-lite0"  # the offline default
     assert (config.sampler.p, config.sampler.k) == (8, 4)
-    assert config.keeps_backbone_bn
     if path.name.startswith("holstein"):
+        assert config.schedule.freeze_backbone_bn
         assert config.data.metadata.name == "metadata.csv"
         assert "Holstein2025CowFaces" in config.data.metadata.parts
         assert config.data.split == Path("splits/holstein-closed-clip.csv")

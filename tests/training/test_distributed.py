@@ -64,9 +64,9 @@ def _worker(rank: int, port: int, data: str, weights: str, out: str) -> None:
         checks = _check_collectives(ctx)
     finally:
         shutdown_distributed(ctx)
-    # random weights from a file: their BatchNorm statistics are not worth keeping
-    schedule = {"epochs": 2, "warmup_epochs": 0, "freeze_backbone_bn": False}
-    config = tiny_config(Path(data), f"model.weights={weights}", schedule=schedule)
+    config = tiny_config(
+        Path(data), f"model.weights={weights}", schedule={"epochs": 2, "warmup_epochs": 0}
+    )
     trainer = Trainer(config, out_dir=Path(out) / "run")
     trainer.run()
     assert trainer.net is not None and trainer.losses is not None

@@ -206,11 +206,12 @@ class ScheduleConfig:
             parameters (backbone frozen, its BatchNorms in eval mode).
         freeze_backbone_bn: keep the backbone's BatchNorm running statistics at their
             pretrained values for the whole run (BatchNorms in eval mode; their scale and
-            shift still learn). P x K batches of a few animals, augmented, are a poor
-            estimate of the statistics: letting them update cut validation top-1 on
-            Holstein2025CowFaces from 13.8% to 8.1% in 15 steps with the backbone's weights
-            untouched. ``false`` updates them as in ordinary training; ``null`` (default):
-            ``true``, except for ``model.weights: random`` (no statistics worth keeping).
+            shift still learn). P x K batches of a few animals, augmented, can be a poor
+            estimate of the statistics: on Holstein2025CowFaces, letting them update cut
+            validation top-1 from 13.8% to 8.1% in 15 steps with the backbone's weights
+            untouched. Without batch statistics the network can also drift into a collapse
+            (on LionData with ``bnneck-baseline.yaml`` every embedding became one point by
+            epoch 3), so it is off by default; validate before relying on it.
     """
 
     epochs: int = 10
@@ -220,7 +221,7 @@ class ScheduleConfig:
     gamma: float = 0.1
     min_lr_ratio: float = 0.0
     freeze_backbone_epochs: int = 0
-    freeze_backbone_bn: bool | None = None
+    freeze_backbone_bn: bool = False
 
     def __post_init__(self) -> None:
         _int("epochs", self.epochs, 1)
@@ -322,16 +323,8 @@ class TrainConfig:
         if self.schedule.freeze_backbone_bn and self.model.weights == "random":
             raise InvalidValue(
                 "schedule.freeze_backbone_bn",
-                "a randomly initialised backbone has no BatchNorm statistics worth keeping; "
-                "set it false or leave it out",
+                "a randomly initialised backbone has no BatchNorm statistics worth keeping",
             )
-
-    @property
-    def keeps_backbone_bn(self) -> bool:
-        """Whether the backbone's BatchNorm statistics stay fixed (``freeze_backbone_bn``
-        resolved)."""
-        chosen = self.schedule.freeze_backbone_bn
-        return self.model.weights != "random" if chosen is None else chosen
 
 
 def check_config(config: TrainConfig, *, embedding_dim: int = 8) -> None:

@@ -12,8 +12,8 @@ rate); the centres of ``center`` take their own plain SGD (outside the schedule)
 BNNeck baseline. The rate factor is updated every iteration: linear warm-up, then cosine or
 step decay (:class:`LrFactor`). For ``freeze_backbone_epochs`` the backbone is frozen
 (``requires_grad`` off, BatchNorms in eval mode) and only the head and the losses learn;
-after that the backbone's BatchNorms keep their pretrained running statistics unless
-``freeze_backbone_bn`` is off (P x K batches of a few animals estimate them badly).
+after that the backbone's BatchNorms keep their pretrained running statistics if
+``freeze_backbone_bn`` says so.
 Gradients may be clipped (global norm over the model and the loss parameters of the main
 optimizer). On CUDA the forward pass runs under autocast (bf16, or fp16 with a gradient
 scaler); ``precision: bf16`` autocasts on CPU too; losses are computed in float32.
@@ -345,7 +345,7 @@ class Trainer:
         s.net.train()
         if s.frozen:
             s.net.backbone.eval()
-        elif cfg.keeps_backbone_bn:
+        elif cfg.schedule.freeze_backbone_bn:
             for module in s.net.backbone.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
