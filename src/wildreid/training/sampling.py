@@ -180,16 +180,13 @@ class PKSampler(Sampler[int]):
     def _draw(self, groups: list[_Queue], rng: np.random.Generator) -> _IntArray:
         """``k`` images of one identity: distinct if it has ``k``, else all plus repeats;
         spread over its groups (one group: its own queue)."""
-        if len(groups) == 1:
-            images = groups[0]
-            n = len(images.items)
-            if n >= self.k:
-                return images.take(self.k)
-            extra = rng.choice(images.items, size=self.k - n, replace=True)
-            return np.concatenate([rng.permutation(images.items), extra])
         sizes = np.array([len(g.items) for g in groups])
         if sizes.sum() < self.k:
-            return self._draw([_Queue(np.concatenate([g.items for g in groups]), rng)], rng)
+            items = np.concatenate([g.items for g in groups])
+            extra = rng.choice(items, size=self.k - len(items), replace=True)
+            return np.concatenate([rng.permutation(items), extra])
+        if len(groups) == 1:
+            return groups[0].take(self.k)
         order = rng.permutation(len(groups))
         shares = np.zeros(len(groups), dtype=np.int64)
         while shares.sum() < self.k:
