@@ -21,6 +21,7 @@ from typing import Protocol
 
 from wildreid.errors import ConfigError, IndexBackendError
 from wildreid.index.flat import ExactIndex
+from wildreid.index.params import FAISS_KINDS
 from wildreid.index.protocol import VectorIndex, sidecar_path
 from wildreid.registry import Registry
 from wildreid.types import EmbeddingSpace
@@ -54,7 +55,7 @@ def _faiss_factory(kind: str) -> IndexFactory:
 
 INDEX_KINDS: Registry[IndexFactory] = Registry("index kind")
 INDEX_KINDS.add("exact", _exact)
-for _kind in ("flat", "hnsw", "ivf"):
+for _kind in FAISS_KINDS:
     INDEX_KINDS.add(_kind, _faiss_factory(_kind))
 
 

@@ -41,9 +41,9 @@ from wildreid.models.cards import (
     ModelCard,
 )
 from wildreid.models.heads import EmbeddingHead, EmbeddingNet, NetConfig, backbone_out_features
-from wildreid.models.hub import HUB_WEIGHTS_FILES, create_pretrained_backbone
+from wildreid.models.hub import create_pretrained_backbone
 from wildreid.models.specs import ModelSpec
-from wildreid.models.weights import download_hub_file
+from wildreid.models.weights import HUB_WEIGHTS_FILES, download_hub_file
 
 __all__ = ["specs"]
 

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from wildreid.errors import ConfigError, WeightsError
+from wildreid.files import atomic_path
 from wildreid.models.cards import ModelCard
 from wildreid.models.heads import EmbeddingNet, NetConfig
 from wildreid.models.weights import check_state_dict_fits, describe_object, load_torch_file
@@ -108,7 +109,6 @@ def save_checkpoint(
     _check_plain(net_dict, "net")
     given = Path(path)
     target = given / CHECKPOINT_FILENAME if given.is_dir() or not given.suffix else given
-    target.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -117,9 +117,8 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "config": payload_config,
     }
-    partial = target.with_name(target.name + ".partial")
-    torch.save(payload, partial)
-    partial.replace(target)
+    with atomic_path(target) as tmp:
+        torch.save(payload, tmp)
     logger.info("checkpoint of %s written to %s", card.name, target)
     return target
 

@@ -12,7 +12,6 @@ The net returns features *before* L2 normalisation; the embedder normalises.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast, get_args
@@ -34,7 +33,6 @@ __all__ = [
     "build_backbone",
 ]
 
-logger = logging.getLogger(__name__)
 
 Pooling = Literal["avg", "gem", "none"]
 POOLINGS: tuple[str, ...] = get_args(Pooling)

@@ -51,11 +51,15 @@ from wildreid.models.heads import (
     build_backbone,
 )
 from wildreid.models.specs import ModelSpec
-from wildreid.models.weights import describe_file, download_hub_file, require_file
+from wildreid.models.weights import (
+    HUB_WEIGHTS_FILES,
+    describe_file,
+    download_hub_file,
+    require_file,
+)
 
 __all__ = [
     "HF_HUB_PREFIX",
-    "HUB_WEIGHTS_FILES",
     "TIMM_PREFIX",
     "create_pretrained_backbone",
     "hf_hub_spec",
@@ -67,8 +71,6 @@ logger = logging.getLogger(__name__)
 
 TIMM_PREFIX = "timm/"
 HF_HUB_PREFIX = "hf-hub:"
-HUB_WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")
-"""Weights files looked for in a hub repository, in timm's order of preference."""
 
 _LOAD_ERRORS = (
     RuntimeError,

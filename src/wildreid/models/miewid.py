@@ -32,7 +32,12 @@ import torch
 from wildreid.models.cards import IMAGENET_MEAN, IMAGENET_STD, ModelCard
 from wildreid.models.heads import EmbeddingNet, NetConfig
 from wildreid.models.specs import ModelSpec
-from wildreid.models.weights import check_state_dict_fits, download_hub_file, read_state_dict
+from wildreid.models.weights import (
+    HUB_WEIGHTS_FILES,
+    check_state_dict_fits,
+    download_hub_file,
+    read_state_dict,
+)
 
 __all__ = [
     "MIEWID_ARCHITECTURE",
@@ -48,7 +53,6 @@ logger = logging.getLogger(__name__)
 MIEWID_REPO = "conservationxlabs/miewid-msv3"
 MIEWID_ARCHITECTURE = "efficientnetv2_rw_m"
 _NAME = "miewid-msv3"
-_WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")
 _DROPPED_PREFIXES = ("final.", "backbone.classifier.")
 _RENAMED_PREFIXES = (
     ("backbone.", "backbone."),
@@ -96,7 +100,7 @@ def load_miewid(
     Raises:
         WeightsError: the file is missing, unreadable, or does not fit (keys named).
     """
-    path = weights or download_hub_file(MIEWID_REPO, filenames=_WEIGHTS_FILES, model=_NAME)
+    path = weights or download_hub_file(MIEWID_REPO, filenames=HUB_WEIGHTS_FILES, model=_NAME)
     what = f"{_NAME} ({path})"
     state = map_miewid_state_dict(read_state_dict(path, what=what), what=what)
     net = EmbeddingNet.from_config(miewid_net_config(architecture))

@@ -22,6 +22,7 @@ from torch import nn
 from wildreid.errors import WeightsError
 
 __all__ = [
+    "HUB_WEIGHTS_FILES",
     "check_state_dict_fits",
     "describe_file",
     "describe_object",
@@ -35,6 +36,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _CHUNK_BYTES = 1 << 20
+HUB_WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")
+"""Weights files looked for in a hub repository, in timm's order of preference."""
 _TORCH_READ_ERRORS = (
     OSError,
     RuntimeError,

@@ -216,7 +216,7 @@ def trained_card(
         name=f"trained:{run_dir.resolve().name}",
         embedding_dim=net.embedding_dim,
         input_size=input_size,
-        weights_source=f"file:{run_dir / 'model.pt'}",
+        weights_source=f"file:{run_dir / CHECKPOINT_FILENAME}",
         weights_sha256=None,
         summary=f"fine-tuned from {base.name} ({base.weights_source}) with {losses}",
     )
