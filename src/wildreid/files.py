@@ -1,18 +1,20 @@
-"""Atomic file output: a reader never sees a half-written file.
+"""Files: atomic output (a reader never sees a half-written file) and content digests.
 
 Every file wildreid writes goes through :func:`atomic_path`: the content is written to a temporary
 file in the same folder and moved into place with :func:`os.replace` only when writing succeeded.
+:func:`sha256_file` pins the content of weights and index files.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path"]
+__all__ = ["atomic_path", "sha256_file"]
 
 
 @contextlib.contextmanager
@@ -32,3 +34,13 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         tmp.replace(target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """SHA-256 hex digest of a file's bytes, streamed.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    with Path(path).open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()

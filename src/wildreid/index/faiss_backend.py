@@ -20,7 +20,6 @@ pair together: a torn or corrupt pair is refused on load instead of reaching fai
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -34,7 +33,7 @@ from typing import Self
 import numpy as np
 
 from wildreid.errors import ConfigError, EmbeddingSpaceError, IndexBackendError
-from wildreid.files import atomic_path
+from wildreid.files import atomic_path, sha256_file
 from wildreid.index.params import (
     FAISS_KINDS,
     FaissParams,
@@ -75,11 +74,6 @@ logger = logging.getLogger(__name__)
 FAISS_FORMAT = "wildreid.faiss-index"
 _FORMAT_VERSION = 1
 _GOOD_POINTS_PER_CENTROID = 39  # faiss's own advice for k-means training
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 class FaissIndex:
@@ -300,7 +294,7 @@ class FaissIndex:
         path = Path(path)
         with atomic_path(path) as tmp:
             faiss.write_index(self._index, str(tmp))
-            digest = _sha256(tmp)
+            digest = sha256_file(tmp)
         sidecar = {
             "format": FAISS_FORMAT,
             "version": _FORMAT_VERSION,
@@ -337,7 +331,7 @@ class FaissIndex:
                     f"{meta_path} has version {meta.get('version')}, this wildreid reads "
                     f"version {_FORMAT_VERSION}; {hint}"
                 )
-            if _sha256(path) != meta["index_sha256"]:
+            if sha256_file(path) != meta["index_sha256"]:
                 raise IndexBackendError(
                     f"{path} does not match its sidecar {meta_path} (SHA-256 differs): corrupt "
                     f"or from another save; {hint}"

@@ -7,7 +7,6 @@ Every foreign exception raised while reading or fetching weights is mapped to
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import pickle
 import struct
@@ -20,6 +19,7 @@ from safetensors import SafetensorError
 from torch import nn
 
 from wildreid.errors import WeightsError
+from wildreid.files import sha256_file
 
 __all__ = [
     "HUB_WEIGHTS_FILES",
@@ -35,7 +35,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_CHUNK_BYTES = 1 << 20
 HUB_WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")
 """Weights files looked for in a hub repository, in timm's order of preference."""
 _TORCH_READ_ERRORS = (
@@ -101,12 +100,9 @@ def file_sha256(path: Path) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as stream:
-        while chunk := stream.read(_CHUNK_BYTES):
-            digest.update(chunk)
+    digest = sha256_file(path)
     logger.debug("sha256 of %s (%d bytes, mtime %d) computed", path, size, mtime_ns)
-    return digest.hexdigest()
+    return digest
 
 
 def describe_file(path: Path) -> str:
