@@ -35,7 +35,7 @@ import torch.nn.functional as F  # noqa: N812 (the usual name)
 from wildreid.data.dataset import BadImage, ImageDataset, iterate_batches
 from wildreid.data.schema import Problem
 from wildreid.data.transforms import Resize, normalize
-from wildreid.device import resolve_device
+from wildreid.device import autocast_dtype, resolve_device
 from wildreid.errors import ConfigError, EmbeddingSpaceError, MetadataError, WeightsError
 from wildreid.models.cache import CacheRow, EmbeddingCache
 from wildreid.types import Embeddings, EmbeddingSpace
@@ -174,7 +174,7 @@ class Embedder:
         self.config = config
         self.cache = cache
         self.device = resolve_device(config.device)
-        self.autocast_dtype = _autocast_dtype(config.precision, self.device)
+        self.autocast_dtype = autocast_dtype(config.precision, self.device)
         self.workers = default_workers(self.device) if config.workers is None else config.workers
         module = model.module
         self.channels_last = config.channels_last and any(
@@ -408,18 +408,6 @@ def _prepared(
         return module
     prepared = copy.deepcopy(module).eval().to(device)
     return prepared.to(memory_format=torch.channels_last) if channels_last else prepared
-
-
-def _autocast_dtype(precision: Precision, device: torch.device) -> torch.dtype | None:
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type != "cuda":
-        raise ConfigError(f"precision fp16 needs a CUDA device, not {device}; use bf16 or fp32")
-    if precision == "fp16" or not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return torch.bfloat16
 
 
 def _image_ids(metadata: pd.DataFrame) -> list[str]:

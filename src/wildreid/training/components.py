@@ -12,8 +12,7 @@
   schedule does not touch, as in the BNNeck baseline;
 * :class:`LrFactor`: the learning-rate factor, stepped every iteration (linear warm-up, then
   cosine or step decay);
-* :func:`autocast_dtype`, :func:`determinism`, :func:`seed_all`: precision, deterministic
-  kernels, seeds;
+* :func:`determinism`, :func:`seed_all`: deterministic kernels, seeds;
 * :func:`validate`: top-1 / mAP of the current network on the validation set.
 """
 
@@ -50,7 +49,6 @@ __all__ = [
     "LossPair",
     "LrFactor",
     "PairForward",
-    "autocast_dtype",
     "build_net",
     "build_optimizers",
     "derived_seed",
@@ -63,23 +61,6 @@ logger = logging.getLogger(__name__)
 
 GLOBAL_BATCH_LOSSES = frozenset({"triplet"})
 """Losses that mine pairs: under DDP they see every rank's batch; the others the local one."""
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of ``train.precision`` on ``device`` (``None``: plain fp32).
-
-    Raises:
-        ConfigError: fp16 on a device other than CUDA.
-    """
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type != "cuda":
-        raise ConfigError(f"train.precision fp16 needs a CUDA device, not {device}; use bf16")
-    if precision == "fp16" or not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return torch.bfloat16
 
 
 def _probe_rank(config: NetConfig, input_size: tuple[int, int]) -> int | None:

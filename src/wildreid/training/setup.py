@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from wildreid.data.splits import read_split
+from wildreid.device import autocast_dtype
 from wildreid.errors import ConfigError
 from wildreid.evaluation.protocol import split_from_column
 from wildreid.models.cards import ModelCard
@@ -27,7 +28,6 @@ from wildreid.training.checkpoints import trained_card
 from wildreid.training.components import (
     LossPair,
     LrFactor,
-    autocast_dtype,
     build_net,
     build_optimizers,
 )
@@ -142,7 +142,10 @@ def build_setup(config: TrainConfig, ctx: DistContext, *, run_dir: Path) -> RunS
     losses.to(ctx.device)
     optimizer, side = build_optimizers(net, losses, cfg)
     factor = LrFactor(cfg.schedule, steps_per_epoch=sampler.batches_per_epoch)
-    dtype = autocast_dtype(cfg.train.precision, ctx.device)
+    try:
+        dtype = autocast_dtype(cfg.train.precision, ctx.device)
+    except ConfigError as exc:
+        raise ConfigError(f"train.{exc}") from exc  # names the key: train.precision
     return RunSetup(
         data=data,
         net=net,
