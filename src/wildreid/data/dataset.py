@@ -34,8 +34,10 @@ __all__ = [
     "ImageBatch",
     "ImageDataset",
     "Sample",
+    "bbox_tuple",
     "collate_images",
     "iterate_batches",
+    "worker_context",
 ]
 
 Sample = tuple[torch.Tensor, int]
@@ -165,7 +167,7 @@ class ImageDataset(Dataset[Sample | BadImage]):
         self._indices = positions
         self._ids = [ids[p] for p in positions]
         self._paths = [paths[p] for p in positions]
-        self._bboxes = [_bbox(bbox_cells[p], p) for p in positions]
+        self._bboxes = [bbox_tuple(bbox_cells[p], p) for p in positions]
 
     def __len__(self) -> int:
         return len(self._indices)
@@ -213,13 +215,13 @@ def iterate_batches(
         num_workers=workers,
         collate_fn=collate_images,
         pin_memory=pin_memory,
-        multiprocessing_context=_worker_context() if workers else None,
+        multiprocessing_context=worker_context() if workers else None,
         persistent_workers=False,
     )
     return _in_thread(loader) if workers == 0 else _in_workers(loader)
 
 
-def _worker_context() -> multiprocessing.context.BaseContext:
+def worker_context() -> multiprocessing.context.BaseContext:
     """``forkserver`` (else ``spawn``): workers inherit no threads or locks of this process."""
     methods = multiprocessing.get_all_start_methods()
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
@@ -277,7 +279,12 @@ def _in_thread(batches: Iterable[ImageBatch], depth: int = 2) -> Generator[Image
         thread.join()
 
 
-def _bbox(cell: str, position: int) -> BBoxTuple | None:
+def bbox_tuple(cell: str, position: int) -> BBoxTuple | None:
+    """The ``bbox`` cell of metadata row ``position`` as ``(x, y, w, h)``, or ``None`` if empty.
+
+    Raises:
+        MetadataError: the cell is not a valid box (names the row and column).
+    """
     try:
         box = parse_bbox(cell)
     except ValueError as exc:

@@ -34,9 +34,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from wildreid.data.dataset import BadImage
+from wildreid.data.dataset import BadImage, bbox_tuple
 from wildreid.data.images import DEFAULT_MAX_PIXELS, load_image
-from wildreid.data.schema import UNKNOWN_IDENTITY, Problem, parse_bbox
+from wildreid.data.schema import UNKNOWN_IDENTITY
 from wildreid.data.splits import SplitConfig, make_split, summarize_split
 from wildreid.errors import ConfigError, DataError, ImageReadError, MetadataError
 
@@ -339,13 +339,7 @@ class TrainDataset(Dataset[TrainSample | BadImage]):
         self._ids = rows["image_id"].astype(str).tolist()
         self._paths = rows["path"].astype(str).tolist()
         cells = rows["bbox"].fillna("").astype(str) if "bbox" in rows.columns else [""] * len(rows)
-        self._bboxes = []
-        for cell, position in zip(cells, self.positions, strict=True):
-            try:
-                box = parse_bbox(cell)
-            except ValueError as exc:
-                raise MetadataError(str(Problem(str(exc), position + 1, "bbox"))) from exc
-            self._bboxes.append(None if box is None else box.as_tuple())
+        self._bboxes = [bbox_tuple(c, p) for c, p in zip(cells, self.positions, strict=True)]
 
     def __len__(self) -> int:
         return len(self._ids)

@@ -5,7 +5,6 @@ batches. The loop over them is :class:`~wildreid.training.trainer.Trainer`.
 
 from __future__ import annotations
 
-import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from wildreid.data.dataset import worker_context
 from wildreid.data.splits import read_split
 from wildreid.device import autocast_dtype
 from wildreid.errors import ConfigError
@@ -167,8 +167,6 @@ def build_setup(config: TrainConfig, ctx: DistContext, *, run_dir: Path) -> RunS
 def epoch_loader(s: RunSetup, *, workers: int, pin_memory: bool, seed: int) -> DataLoader[Any]:
     """One epoch's batches (a new loader per epoch, so worker processes are seeded from the
     seed, the epoch and the rank, and a resumed run draws the same augmentations)."""
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     return DataLoader(
         s.dataset,
         batch_size=s.sampler.batch_size,
@@ -176,6 +174,6 @@ def epoch_loader(s: RunSetup, *, workers: int, pin_memory: bool, seed: int) -> D
         num_workers=workers,
         collate_fn=collate_train,
         pin_memory=pin_memory,
-        multiprocessing_context=context if workers else None,
+        multiprocessing_context=worker_context() if workers else None,
         generator=torch.Generator().manual_seed(seed),
     )

@@ -362,7 +362,8 @@ class Trainer:
             out = self._step(ctx, s, batch.images, batch.labels)
             book.step += 1
             n_batches += 1
-            total += float(out.total.detach())
+            loss = float(out.total.detach())
+            total += loss
             for name, value in out.parts.items():
                 sums[name] += value
             if out.n_triplets is not None:
@@ -376,7 +377,7 @@ class Trainer:
                     )
                 zero += out.n_triplets == 0
             lr = float(s.optimizer.param_groups[1]["lr"])  # the head's
-            log.iteration(book.step, {"loss": float(out.total.detach()), "lr": lr, **out.parts})
+            log.iteration(book.step, {"loss": loss, "lr": lr, **out.parts})
             self._report(ctx, epoch, index, batches, "batch")
         del loader
         broadcast_module(ctx, s.net, buffers_only=True)  # rank 0's BatchNorm statistics
