@@ -139,14 +139,7 @@ def evaluate_dataset(
         )
         embeddings, skipped = embedded.embeddings, embedded.skipped
         source = {"model": str(model), "weights": str(weights) if weights else "default"}
-    if skipped:
-        gone = {image_id for image_id, _ in skipped}
-        protocol = type(protocol)(
-            query_ids=tuple(i for i in protocol.query_ids if i not in gone),
-            gallery_ids=tuple(i for i in protocol.gallery_ids if i not in gone),
-            query_side=protocol.query_side,
-            gallery_side=protocol.gallery_side,
-        )
+    protocol = protocol.without(image_id for image_id, _ in skipped)
     result = evaluate_embeddings(
         metadata, protocol, embeddings, exclude_same=exclude_same, threshold=threshold
     )

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import numpy as np
@@ -98,6 +98,21 @@ class Protocol:
             raise ConfigError(
                 f"{len(both)} image id(s) are both query and gallery, e.g. {sorted(both)[0]!r}"
             )
+
+    def without(self, image_ids: Iterable[str]) -> Protocol:
+        """This protocol less ``image_ids`` on both sides (e.g. images that could not be read).
+
+        Raises:
+            ConfigError: no query or no gallery item is left.
+        """
+        gone = set(image_ids)
+        if not gone:
+            return self
+        return replace(
+            self,
+            query_ids=tuple(i for i in self.query_ids if i not in gone),
+            gallery_ids=tuple(i for i in self.gallery_ids if i not in gone),
+        )
 
 
 @dataclass(frozen=True, eq=False)

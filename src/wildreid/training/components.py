@@ -25,7 +25,7 @@ import os
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -324,14 +324,9 @@ def validate(
         ),
     )
     result = embedder.embed_images(data.val, root=data.root)
-    protocol = protocol_from_split(data.val, data.val_split)
-    if result.skipped:
-        gone = {image_id for image_id, _ in result.skipped}
-        protocol = replace(
-            protocol,
-            query_ids=tuple(i for i in protocol.query_ids if i not in gone),
-            gallery_ids=tuple(i for i in protocol.gallery_ids if i not in gone),
-        )
+    protocol = protocol_from_split(data.val, data.val_split).without(
+        image_id for image_id, _ in result.skipped
+    )
     evaluation = evaluate_embeddings(data.val, protocol, result.embeddings, open_set=False)
     keys = ("top1", "top5", "mAP", "mINP")
     return {k: float(evaluation.metrics[k]) for k in keys if k in evaluation.metrics}
