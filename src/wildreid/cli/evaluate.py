@@ -118,7 +118,7 @@ def evaluate(
             fusion=fusion,
             max_keypoints=max_keypoints,
             working_size=working_size,
-            device="cpu" if device == "auto" else device,
+            device=device,
         )
     )
     with contextlib.ExitStack() as stack:

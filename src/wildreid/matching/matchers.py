@@ -217,7 +217,7 @@ class LightGlueMatcher:
                 filter_threshold=config.filter_threshold,
                 width_confidence=0.99 if prune else -1,
                 depth_confidence=0.95,
-                flash=False,
+                flash=True,  # only changes the CUDA path (half-precision SDPA)
             )
             result = model.load_state_dict(_renamed(state, model.conf.n_layers), strict=False)
             learned = dict(model.named_parameters())
