@@ -128,12 +128,12 @@ def main() -> None:
             speeds = {"one": 0.0, "batched": 0.0}
             single.match(pairs[:1])  # warm-up
             for _ in range(args.rounds):
-                seconds = timed(lambda m=single: [m.match([p]) for p in pairs])
+                seconds = timed(lambda m=single, ps=pairs: [m.match([p]) for p in ps])
                 speeds["one"] = max(speeds["one"], len(pairs) / seconds)
                 step = args.batch
                 seconds = timed(
-                    lambda m=batched: [
-                        m.match(pairs[i : i + step]) for i in range(0, len(pairs), step)
+                    lambda m=batched, ps=pairs, n=step: [
+                        m.match(ps[i : i + n]) for i in range(0, len(ps), n)
                     ]
                 )
                 speeds["batched"] = max(speeds["batched"], len(pairs) / seconds)
@@ -155,7 +155,8 @@ def main() -> None:
         scores = rng.normal(size=(len(queries), n_gallery)).astype(np.float32)
         reranker = Reranker(rerank_config(method, shortlist=args.shortlist))
         per_query = min(
-            timed(lambda r=reranker: r.rerank(scores, queries, gallery)) / len(queries)
+            timed(lambda r=reranker, s=scores, q=queries, g=gallery: r.rerank(s, q, g))
+            / len(queries)
             for _ in range(args.rounds)
         )
         print(f"| {method} | {per_query:.3f} |")
