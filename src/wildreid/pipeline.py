@@ -164,6 +164,7 @@ def evaluate_dataset(
     config: EmbedderConfig = EmbedderConfig(),
     cache_dir: str | os.PathLike[str] | None = None,
     rerank: RerankConfig | None = None,
+    max_queries: int | None = None,
     n_examples: int = 24,
     title: str | None = None,
     progress: Progress | None = None,
@@ -183,6 +184,9 @@ def evaluate_dataset(
     matched keypoints between each example query and its best candidates.
 
     Args:
+        max_queries: evaluate a deterministic sample of at most this many queries
+            (:meth:`~wildreid.evaluation.protocol.Protocol.sample_queries`, seed 0), e.g. for
+            slow re-rankers on large query sets; the gallery is unchanged.
         progress: progress of the embedding (done, total).
         stage: given a stage name (``"local features"``, ``"re-ranking"``), a progress
             callback for it, or None.
@@ -202,6 +206,8 @@ def evaluate_dataset(
         else split_from_column(metadata, str(split_column))
     )
     protocol = protocol_from_split(metadata, split)
+    if max_queries is not None:
+        protocol = protocol.sample_queries(max_queries)
     needed = set(protocol.query_ids) | set(protocol.gallery_ids)
     skipped: tuple[tuple[str, str], ...] = ()
     if embeddings_path is not None:
@@ -256,7 +262,8 @@ def evaluate_dataset(
         **source,
         "metadata": str(metadata_path),
         "split": str(split_path) if split_path is not None else f"column {split_column}",
-        "queries": f"{len(protocol.query_ids)} ({protocol.query_side})",
+        "queries": f"{len(protocol.query_ids)} ({protocol.query_side})"
+        + ("" if max_queries is None else f", a sample of at most {max_queries}"),
         "gallery": f"{len(protocol.gallery_ids)} ({protocol.gallery_side})",
         "exclude_same": ", ".join(exclude_same) or "none",
         "skipped_images": len(skipped),

@@ -394,3 +394,16 @@ def test_evaluate_scores_rejects_a_wrong_shape_or_nan() -> None:
     scores[1, 2] = np.nan
     with pytest.raises(ConfigError, match="query 'q1' and gallery item 'g2' is NaN"):
         evaluate_scores(METADATA, PROTOCOL, scores)
+
+
+def test_sample_queries_is_deterministic_and_keeps_order() -> None:
+    protocol = Protocol(tuple(f"q{i}" for i in range(50)), ("g0",), "test", "gallery")
+    sample = protocol.sample_queries(10)
+    assert len(sample.query_ids) == 10 and sample.gallery_ids == ("g0",)
+    assert list(sample.query_ids) == [q for q in protocol.query_ids if q in sample.query_ids]
+    assert sample == protocol.sample_queries(10)
+    assert sample != protocol.sample_queries(10, seed=1)
+    assert set(protocol.sample_queries(5).query_ids) <= set(sample.query_ids)  # nested
+    assert protocol.sample_queries(99) is protocol
+    with pytest.raises(ConfigError, match=">= 1"):
+        protocol.sample_queries(0)

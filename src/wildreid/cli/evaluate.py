@@ -67,6 +67,14 @@ def evaluate(
         Path | None, typer.Option(help="Folder image paths are relative to [default: CSV's].")
     ] = None,
     examples: Annotated[int, typer.Option(min=0, help="Queries shown in the report.")] = 24,
+    max_queries: Annotated[
+        int | None,
+        typer.Option(
+            "--max-queries",
+            min=1,
+            help="Evaluate a deterministic sample of at most N queries (seed 0).",
+        ),
+    ] = None,
     batch_size: BatchSizeOpt = 32,
     workers: WorkersOpt = None,
     device: DeviceOpt = "auto",
@@ -142,6 +150,7 @@ def evaluate(
             cache_dir=cache_dir,
             n_examples=examples,
             rerank=rerank_settings,
+            max_queries=max_queries,
             progress=progress,
             stage=stage,
         )

@@ -26,6 +26,7 @@ queries would be called new, chosen on the evaluated queries themselves (optimis
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from collections.abc import Iterable, Sequence
@@ -99,6 +100,21 @@ class Protocol:
             raise ConfigError(
                 f"{len(both)} image id(s) are both query and gallery, e.g. {sorted(both)[0]!r}"
             )
+
+    def sample_queries(self, n: int, *, seed: int = 0) -> Protocol:
+        """This protocol with at most ``n`` queries: those first in ``sha256(f"{seed}:{id}")``
+        order, kept in their original order (deterministic, independent of library versions).
+
+        Raises:
+            ConfigError: ``n < 1``.
+        """
+        if n < 1:
+            raise ConfigError(f"the number of queries to sample must be >= 1, got {n}")
+        if n >= len(self.query_ids):
+            return self
+        digest = {i: hashlib.sha256(f"{seed}:{i}".encode()).hexdigest() for i in self.query_ids}
+        kept = set(sorted(self.query_ids, key=digest.__getitem__)[:n])
+        return replace(self, query_ids=tuple(i for i in self.query_ids if i in kept))
 
     def without(self, image_ids: Iterable[str]) -> Protocol:
         """This protocol less ``image_ids`` on both sides (e.g. images that could not be read).
