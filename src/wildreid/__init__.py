@@ -10,7 +10,13 @@ import importlib
 import typing
 
 from wildreid.data.images import DEFAULT_MAX_PIXELS, image_size, load_image
-from wildreid.data.importers import import_coco, import_folders, import_table
+from wildreid.data.importers import (
+    detect_format,
+    import_coco,
+    import_dataset,
+    import_folders,
+    import_table,
+)
 from wildreid.data.schema import (
     UNKNOWN_IDENTITY,
     BBox,
@@ -25,12 +31,16 @@ from wildreid.data.splits import SplitConfig, SplitSummary, make_split, read_spl
 from wildreid.data.stats import DatasetStats, dataset_stats
 from wildreid.data.synthetic import SynthConfig, SynthResult, generate_synthetic
 from wildreid.errors import (
+    CatalogueError,
     ConfigError,
     DataError,
+    DuplicateError,
     EmbeddingSpaceError,
     ImageReadError,
     IndexBackendError,
     MetadataError,
+    NotFoundError,
+    SchemaVersionError,
     UnknownComponentError,
     WeightsError,
     WildReIDError,
@@ -75,6 +85,11 @@ _LAZY = {
     "TrainResult": "wildreid.training.trainer",
     "train": "wildreid.training.trainer",
     "tune": "wildreid.training.tuning",
+    "Catalogue": "wildreid.catalogue",
+    "CatalogueStore": "wildreid.catalogue",
+    "DecisionPolicy": "wildreid.catalogue",
+    "Filters": "wildreid.catalogue",
+    "MemoryStore": "wildreid.catalogue",
 }
 
 
@@ -97,9 +112,14 @@ __all__ = [
     "UNKNOWN_IDENTITY",
     "BBox",
     "Candidate",
+    "Catalogue",
+    "CatalogueError",
+    "CatalogueStore",
     "ConfigError",
     "DataError",
     "DatasetStats",
+    "DecisionPolicy",
+    "DuplicateError",
     "EmbedResult",
     "Embedder",
     "EmbedderConfig",
@@ -109,15 +129,19 @@ __all__ = [
     "EmbeddingSpaceError",
     "Embeddings",
     "EvaluationResult",
+    "Filters",
     "Identification",
     "ImageReadError",
     "IndexBackendError",
     "Landmark",
     "LossSpec",
+    "MemoryStore",
     "MetadataError",
     "ModelCard",
+    "NotFoundError",
     "Problem",
     "Protocol",
+    "SchemaVersionError",
     "SearchResult",
     "SplitConfig",
     "SplitSummary",
@@ -134,6 +158,7 @@ __all__ = [
     "build_loss",
     "check_metadata",
     "dataset_stats",
+    "detect_format",
     "dump_config",
     "embed_dataset",
     "evaluate_dataset",
@@ -142,6 +167,7 @@ __all__ = [
     "identify",
     "image_size",
     "import_coco",
+    "import_dataset",
     "import_folders",
     "import_table",
     "list_models",

@@ -1,0 +1,1104 @@
+"""The :class:`Catalogue`: known individuals, their photos, a vector index and the decisions.
+
+The catalogue is the library the CLI (``wildreid catalogue``) and the service (``wildreid serve``)
+are thin shells over. It keeps one :class:`~wildreid.catalogue.store.CatalogueStore` (SQLite in a
+bundle folder, see :mod:`wildreid.catalogue.bundle`) and one vector index of the active
+:class:`~wildreid.types.EmbeddingSpace`, kept consistent with the store:
+
+- the store is the truth; the index file is checked against it on open (same space, same image
+  ids) and brought into step (rebuilt, or the missing vectors added) when it is not;
+- every change commits to the store first and only then touches the index, so a crash leaves at
+  worst a stale index, which the next open repairs;
+- a ``generation`` counter in the store tells a process that another one (the CLI beside a
+  running server) changed the gallery; it then re-reads it before answering.
+
+Identification: query photo -> decode -> embed -> search (exact inner product) -> per-individual
+ranking -> optional re-rank (:class:`Reranker`) -> optional calibration (:class:`Calibrator`) ->
+decision (:class:`DecisionPolicy`). Filters (species, location, date window) restrict the gallery;
+when an image they left out scores above every candidate shown, the result says so
+(``outside_filters``): a filter must never silently hide the right animal.
+
+Curation (:mod:`wildreid.catalogue.curation`): decisions, new individuals, merge, split, rename and
+undo, each logged in the append-only audit log with who, when and how confident.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from wildreid.catalogue import curation
+from wildreid.catalogue.bundle import Bundle
+from wildreid.catalogue.records import (
+    CatalogueCandidate,
+    Event,
+    Filters,
+    IdentificationRecord,
+    ImageRecord,
+    Individual,
+    utc_now,
+)
+from wildreid.catalogue.sqlite import SQLiteStore
+from wildreid.catalogue.store import CatalogueStore
+from wildreid.data.images import DEFAULT_MAX_PIXELS, load_image
+from wildreid.data.schema import UNKNOWN_IDENTITY, Problem, parse_bbox, validate_metadata
+from wildreid.errors import (
+    CatalogueError,
+    ConfigError,
+    DuplicateError,
+    ImageReadError,
+    IndexBackendError,
+    MetadataError,
+    NotFoundError,
+)
+from wildreid.index.kinds import build_index, load_index
+from wildreid.index.protocol import VectorIndex
+from wildreid.matching.identification import Aggregation, decide, rank_identities
+from wildreid.types import Candidate, Embeddings, EmbeddingSpace
+
+if TYPE_CHECKING:
+    from wildreid.models.embedder import Embedder
+
+__all__ = [
+    "Calibrator",
+    "Catalogue",
+    "CheckReport",
+    "DecisionPolicy",
+    "EnrolResult",
+    "Reranker",
+]
+
+logger = logging.getLogger(__name__)
+
+SAVE_INDEX_MAX = 20_000
+"""Indexes up to this size are saved after every change; larger ones after enrolment batches
+and on close (a stale file is repaired on the next open either way)."""
+
+Progress = Callable[[int, int], None]
+
+
+class Reranker(Protocol):
+    """Re-orders (and re-scores) the shortlist, e.g. by local-feature matching.
+
+    Called with the query's file, the shortlist (best first) and a function giving a gallery
+    image's file; returns the candidates in the new order with their new scores.
+    """
+
+    def __call__(
+        self,
+        query_path: Path,
+        candidates: Sequence[Candidate],
+        image_path: Callable[[str], Path],
+    ) -> Sequence[Candidate]: ...
+
+
+class Calibrator(Protocol):
+    """Maps a candidate's score to the probability that it is the same animal."""
+
+    def __call__(self, score: float) -> float: ...
+
+
+@dataclass(frozen=True)
+class DecisionPolicy:
+    """How a shortlist is built and what the system proposes.
+
+    Attributes:
+        k_images: gallery images retrieved before grouping by individual.
+        aggregation, topk: per-individual score (see :func:`~wildreid.matching.rank_identities`).
+        max_candidates: individuals proposed per query.
+        threshold, review_margin: the known / review / new rule of
+            :func:`~wildreid.matching.decide`, on the calibrated probability when a calibrator is
+            set, else on the score. ``None``: every query with a candidate is ``known``.
+    """
+
+    k_images: int = 50
+    aggregation: Aggregation = "max"
+    topk: int = 3
+    max_candidates: int = 5
+    threshold: float | None = None
+    review_margin: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.k_images < 1 or self.max_candidates < 1 or self.topk < 1:
+            raise ConfigError("k_images, topk and max_candidates must be >= 1")
+        decide([], threshold=self.threshold, review_margin=self.review_margin)
+
+
+@dataclass(frozen=True)
+class EnrolResult:
+    """What :meth:`Catalogue.enrol` did.
+
+    Attributes:
+        added: image ids now in the catalogue.
+        duplicates: ``(image_id, existing image_id)`` of photos already in it (not added again).
+        skipped: ``(image_id, reason)`` of rows that could not be added.
+    """
+
+    added: tuple[str, ...]
+    duplicates: tuple[tuple[str, str], ...]
+    skipped: tuple[tuple[str, str], ...]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What :meth:`Catalogue.check` found; ``problems`` empty means consistent."""
+
+    problems: tuple[str, ...]
+    notes: tuple[str, ...] = ()
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Whether no problem was found."""
+        return not self.problems
+
+
+def _space_key(space: EmbeddingSpace) -> str:
+    return space.to_json()
+
+
+def _cell(row: Any, column: str) -> str:
+    value = row.get(column, "") if hasattr(row, "get") else ""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    return str(value).strip()
+
+
+class Catalogue:
+    """A catalogue bundle opened for use; see the module docstring.
+
+    Build one with :meth:`create` or :meth:`open`; use it as a context manager (or call
+    :meth:`close`). Thread-safe: writes and index changes take one lock; decoding and embedding
+    of queries run outside it.
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        store: CatalogueStore,
+        *,
+        device: str = "cpu",
+        policy: DecisionPolicy = DecisionPolicy(),
+        reranker: Reranker | None = None,
+        calibrator: Calibrator | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        self.bundle = bundle
+        self.store = store
+        self.device = device
+        self.policy = policy
+        self.reranker = reranker
+        self.calibrator = calibrator
+        self.max_pixels = max_pixels
+        self._lock = threading.RLock()
+        self._embedder: Embedder | None = None
+        space_json = store.get_meta("space")
+        if space_json is None:
+            raise CatalogueError(f"{bundle.root}: the catalogue has no embedding space recorded")
+        self._space = EmbeddingSpace.from_json(space_json)
+        self._gallery: dict[str, tuple[str, str, str, str]] = {}
+        self._generation = ""
+        self._index: VectorIndex = build_index("flat", space=self._space, dim=self._space.dim)
+        self._load_index()
+
+    # ----------------------------------------------------------------- create / open / close
+
+    @classmethod
+    def create(
+        cls,
+        root: str | os.PathLike[str],
+        *,
+        model: str = "efficientnet-lite0",
+        weights: str | None = None,
+        device: str = "cpu",
+        **options: Any,
+    ) -> Catalogue:
+        """Create an empty catalogue in folder ``root`` (new, or empty) for ``model``.
+
+        The model is loaded once to record its exact :class:`EmbeddingSpace`; every image is
+        embedded in that space until :meth:`reembed` switches to another.
+
+        Raises:
+            DuplicateError: ``root`` already holds a catalogue or other files.
+            UnknownComponentError, WeightsError: the model cannot be loaded.
+        """
+        bundle = Bundle(root)
+        if bundle.root.exists() and any(bundle.root.iterdir()):
+            raise DuplicateError(
+                f"{bundle.root} is not empty; create a catalogue in a new or empty folder"
+            )
+        embedder = _make_embedder(model, weights, device)
+        space = embedder.space
+        bundle.root.mkdir(parents=True, exist_ok=True)
+        store = SQLiteStore(bundle.db_path, create=True)
+        with store.transaction():
+            store.set_meta("format", "wildreid.catalogue")
+            store.set_meta("created_at", utc_now())
+            store.set_meta("model", model)
+            store.set_meta("weights", weights or "")
+            store.set_meta("space", space.to_json())
+            store.set_meta("generation", "0")
+        catalogue = cls(bundle, store, device=device, **options)
+        catalogue._embedder = embedder
+        catalogue._save_index()
+        logger.info("created catalogue %s for %s", bundle.root, space.describe())
+        return catalogue
+
+    @classmethod
+    def open(
+        cls, root: str | os.PathLike[str], *, device: str = "cpu", **options: Any
+    ) -> Catalogue:
+        """Open the catalogue in folder ``root``; the index is checked and repaired if needed.
+
+        Raises:
+            NotFoundError: no catalogue there.
+            SchemaVersionError: a newer wildreid wrote it, or the database is unreadable.
+        """
+        bundle = Bundle(root)
+        if not bundle.db_path.is_file():
+            raise NotFoundError(
+                f"{bundle.root}: no catalogue here (no {bundle.db_path.name}); create one with "
+                "`wildreid catalogue init`"
+            )
+        return cls(bundle, SQLiteStore(bundle.db_path), device=device, **options)
+
+    @classmethod
+    def in_memory(
+        cls,
+        root: str | os.PathLike[str],
+        store: CatalogueStore,
+        *,
+        space: EmbeddingSpace,
+        model: str,
+        weights: str = "",
+        **options: Any,
+    ) -> Catalogue:
+        """A catalogue over any store (e.g. :class:`MemoryStore`) with image files in ``root``."""
+        with store.transaction():
+            store.set_meta("model", model)
+            store.set_meta("weights", weights)
+            store.set_meta("space", space.to_json())
+            store.set_meta("generation", "0")
+        return cls(Bundle(root), store, **options)
+
+    def close(self) -> None:
+        """Save the index and close the store."""
+        with self._lock:
+            self._save_index()
+            close = getattr(self.store, "close", None)
+            if close is not None:
+                close()
+
+    def __enter__(self) -> Catalogue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- properties
+
+    @property
+    def root(self) -> Path:
+        """The bundle folder."""
+        return self.bundle.root
+
+    @property
+    def space(self) -> EmbeddingSpace:
+        """The active embedding space."""
+        return self._space
+
+    @property
+    def model(self) -> str:
+        """The active model's name (or checkpoint path)."""
+        return self.store.get_meta("model") or ""
+
+    @property
+    def index_size(self) -> int:
+        """Vectors in the index (gallery images of the active space)."""
+        return len(self._index)
+
+    # ----------------------------------------------------------------- index consistency
+
+    def _load_index(self) -> None:
+        """Read the gallery from the store and bring the index file into step with it."""
+        with self._lock:
+            self._read_gallery()
+            path = self.bundle.index_path
+            index: VectorIndex | None = None
+            if path.exists():
+                try:
+                    index = load_index(path)
+                except IndexBackendError as exc:
+                    logger.warning("rebuilding the index: %s", exc)
+                if index is not None and index.space != self._space:
+                    logger.warning("rebuilding the index: it holds another embedding space")
+                    index = None
+            if index is None:
+                index = build_index("flat", space=self._space, dim=self._space.dim)
+            self._index = index
+            if self._sync_index() and self._writable():
+                self._save_index()
+
+    def _writable(self) -> bool:
+        return os.access(self.bundle.root, os.W_OK)
+
+    def _read_gallery(self) -> None:
+        self._generation = self.store.get_meta("generation") or "0"
+        self._gallery = {
+            image.image_id: (image.individual_id or "", image.species, image.location, image.date)
+            for image in self.store.images(role="gallery")
+        }
+
+    def _sync_index(self) -> bool:
+        """Add missing vectors to / remove stray ones from the index; True if it changed."""
+        wanted = set(self._gallery)
+        present = set(self._index.image_ids)
+        extra = sorted(present - wanted)
+        missing = sorted(wanted - present)
+        if extra:
+            self._index.remove(extra)
+        if missing:
+            vectors = self.store.vectors(_space_key(self._space), missing)
+            self._index.add(Embeddings(np.ascontiguousarray(vectors), tuple(missing), self._space))
+        if extra or missing:
+            logger.info("index brought into step: %d added, %d removed", len(missing), len(extra))
+        return bool(extra or missing)
+
+    def _refresh(self) -> None:
+        """Re-read the gallery if another process changed it."""
+        if (self.store.get_meta("generation") or "0") != self._generation:
+            with self._lock:
+                self._read_gallery()
+                self._sync_index()
+
+    def _bump(self) -> None:
+        """Inside a transaction: mark the gallery changed for other processes."""
+        value = str(int(self.store.get_meta("generation") or "0") + 1)
+        self.store.set_meta("generation", value)
+        self._pending_generation = value
+
+    def _save_index(self, *, force: bool = True) -> None:
+        if not force and len(self._index) > SAVE_INDEX_MAX:
+            return
+        if isinstance(self.store, SQLiteStore):
+            self._index.save(self.bundle.index_path)
+
+    def _after_write(self) -> None:
+        self._generation = getattr(self, "_pending_generation", self._generation)
+        self._save_index(force=False)
+
+    # ----------------------------------------------------------------- embedding
+
+    def embedder(self) -> Embedder:
+        """The active model's embedder (loaded on first use, checked against the space).
+
+        Raises:
+            EmbeddingSpaceError: the model now loads with other weights or preprocessing.
+        """
+        with self._lock:
+            if self._embedder is None:
+                weights = self.store.get_meta("weights") or None
+                embedder = _make_embedder(self.model, weights, self.device)
+                self._space.require_same(embedder.space, what=f"catalogue {self.root}")
+                self._embedder = embedder
+            return self._embedder
+
+    def embed_file(
+        self, path: Path, *, bbox: tuple[float, float, float, float] | None = None
+    ) -> tuple[np.ndarray, dict[str, float]]:
+        """Decode and embed one image; returns the (D,) vector and decode/embed times in ms.
+
+        Raises:
+            ImageReadError: unreadable, truncated, not an image, or over the pixel limit.
+        """
+        import torch
+
+        from wildreid.data.transforms import Resize, normalize
+
+        embedder = self.embedder()
+        resize = Resize.from_space(self._space)
+        start = time.perf_counter()
+        image = load_image(
+            path, bbox=bbox, target_size=resize.target_size, max_pixels=self.max_pixels
+        )
+        batch = resize(image)[None]
+        decoded = time.perf_counter()
+        with torch.inference_mode():
+            tensor = normalize(batch, mean=self._space.mean, std=self._space.std)
+        vector = embedder.embed_tensors(tensor)[0]
+        done = time.perf_counter()
+        return vector, {"decode": (decoded - start) * 1e3, "embed": (done - decoded) * 1e3}
+
+    # ----------------------------------------------------------------- enrolment
+
+    def enrol(
+        self,
+        metadata: pd.DataFrame,
+        *,
+        root: str | os.PathLike[str],
+        chunk_size: int = 64,
+        progress: Progress | None = None,
+        on_committed: Callable[[Sequence[str]], None] | None = None,
+    ) -> EnrolResult:
+        """Add the photos of known individuals from a metadata table (wildlife-datasets format).
+
+        Rows are checked first (nothing is added if the table has problems). Rows whose
+        identity is ``unknown`` are skipped (identify them instead); a photo already in the
+        catalogue (same bytes and bbox) is reported as a duplicate, not added again; unreadable
+        images are skipped with their reason. Rows are committed in chunks of ``chunk_size``:
+        ``on_committed`` is called with each chunk's image ids once they are durable.
+
+        Raises:
+            MetadataError: the table is invalid (every problem listed).
+            DuplicateError: an image id is already used by another photo in the catalogue.
+        """
+        start = time.perf_counter()
+        root = Path(root)
+        problems = validate_metadata(metadata, root=root, check_files=True)
+        if problems:
+            raise MetadataError(
+                f"{len(problems)} problem(s) in the metadata; first: {problems[0]}; nothing "
+                "was added",
+                tuple(str(p) for p in problems),
+            )
+        frame = metadata.reset_index(drop=True)
+        skipped: list[tuple[str, str]] = []
+        duplicates: list[tuple[str, str]] = []
+        added: list[str] = []
+        rows: list[int] = []
+        for position, row in frame.iterrows():
+            image_id = str(row["image_id"])
+            if str(row["identity"]) == UNKNOWN_IDENTITY:
+                skipped.append((image_id, "identity is 'unknown'; identify it instead"))
+                continue
+            existing = self.store.get_image(image_id)
+            if existing is not None:
+                sha, _ = _hash_only(root / str(row["path"]))
+                if existing.sha256 == sha and existing.bbox == _cell(row, "bbox"):
+                    duplicates.append((image_id, existing.image_id))
+                    continue
+                problem = Problem(
+                    f"image id {image_id!r} is already used for another photo in the "
+                    "catalogue; give this photo another id",
+                    int(str(position)) + 1,
+                    "image_id",
+                )
+                raise DuplicateError(f"{problem}; nothing was added")
+            rows.append(int(str(position)))
+        total = len(rows)
+        for begin in range(0, total, chunk_size):
+            chunk = frame.iloc[rows[begin : begin + chunk_size]]
+            done, dups, bad = self._enrol_chunk(chunk, root)
+            added.extend(done)
+            duplicates.extend(dups)
+            skipped.extend(bad)
+            if on_committed is not None and done:
+                on_committed(done)
+            if progress is not None:
+                progress(min(begin + chunk_size, total), total)
+        with self._lock:
+            self._save_index()
+        return EnrolResult(
+            tuple(added), tuple(duplicates), tuple(skipped), time.perf_counter() - start
+        )
+
+    def _enrol_chunk(
+        self, chunk: pd.DataFrame, root: Path
+    ) -> tuple[list[str], list[tuple[str, str]], list[tuple[str, str]]]:
+        embedded = self.embedder().embed_images(chunk, root=root)
+        skipped = list(embedded.skipped)
+        found = embedded.embeddings
+        vectors = dict(zip(found.image_ids, found.vectors, strict=True))
+        records: list[ImageRecord] = []
+        duplicates: list[tuple[str, str]] = []
+        seen: dict[tuple[str, str], str] = {}
+        now = utc_now()
+        for _, row in chunk.iterrows():
+            image_id = str(row["image_id"])
+            if image_id not in vectors:
+                continue
+            source = root / str(row["path"])
+            try:
+                sha, relative = self.bundle.add_file(source)
+            except OSError as exc:
+                skipped.append((image_id, f"{source}: {exc}"))
+                continue
+            bbox = _cell(row, "bbox")
+            twin = seen.get((sha, bbox)) or next(
+                (i.image_id for i in self.store.images_by_content(sha) if i.bbox == bbox), None
+            )
+            if twin is not None:
+                duplicates.append((image_id, twin))
+                continue
+            seen[(sha, bbox)] = image_id
+            records.append(
+                ImageRecord(
+                    image_id=image_id,
+                    sha256=sha,
+                    path=relative,
+                    individual_id=str(row["identity"]),
+                    role="gallery",
+                    species=_cell(row, "species"),
+                    date=_cell(row, "date"),
+                    location=_cell(row, "location"),
+                    viewpoint=_cell(row, "viewpoint"),
+                    encounter=_cell(row, "encounter"),
+                    bbox=bbox,
+                    landmarks=_cell(row, "landmarks"),
+                    original_name=Path(str(row["path"])).name,
+                    added_at=now,
+                )
+            )
+        if not records:
+            return [], duplicates, skipped
+        ids = [r.image_id for r in records]
+        matrix = np.stack([vectors[i] for i in ids]).astype(np.float32)
+        with self._lock:
+            with self.store.transaction():
+                for record in records:
+                    assert record.individual_id is not None
+                    if self.store.get_individual(record.individual_id) is None:
+                        self.store.add_individual(
+                            Individual(
+                                individual_id=record.individual_id,
+                                name=record.individual_id,
+                                species=record.species,
+                                created_at=now,
+                            )
+                        )
+                    self.store.add_image(record)
+                self.store.put_vectors(_space_key(self._space), ids, matrix)
+                self._bump()
+            self._generation = self._pending_generation
+            for record in records:
+                self._gallery[record.image_id] = (
+                    record.individual_id or "",
+                    record.species,
+                    record.location,
+                    record.date,
+                )
+            self._index.add(Embeddings(np.ascontiguousarray(matrix), tuple(ids), self._space))
+        return ids, duplicates, skipped
+
+    # ----------------------------------------------------------------- identification
+
+    def add_query(
+        self,
+        source: Path | bytes,
+        *,
+        filename: str = "",
+        bbox: str = "",
+        species: str = "",
+        location: str = "",
+        date: str = "",
+    ) -> tuple[ImageRecord, np.ndarray, dict[str, float]]:
+        """Store a query photo (checked and embedded first); the same photo is stored once.
+
+        Returns:
+            The query's record (an existing one for a photo uploaded before), its vector and the
+            decode/embed times.
+
+        Raises:
+            ImageReadError: the bytes are not a readable image within the pixel limit.
+            ConfigError: ``bbox`` is not a box.
+        """
+        box = _parse_box(bbox)
+        suffix = Path(filename).suffix if filename else ""
+        if isinstance(source, bytes):
+            staged = self.bundle.root / ".staging"
+            staged.mkdir(exist_ok=True)
+            from wildreid.files import atomic_path
+
+            with atomic_path(staged / f"upload{suffix.lower()[:8]}") as tmp:
+                tmp.write_bytes(source)
+                vector, timings = self.embed_file(tmp, bbox=box)
+                sha, relative = self.bundle.add_file(tmp, suffix=suffix)
+        else:
+            vector, timings = self.embed_file(source, bbox=box)
+            sha, relative = self.bundle.add_file(source)
+        query_id = f"q-{sha[:16]}" + (f"-{abs(hash(bbox)) % 10**6:06d}" if bbox else "")
+        with self._lock:
+            existing = self.store.get_image(query_id)
+            if existing is not None:
+                return existing, vector, timings
+            record = ImageRecord(
+                image_id=query_id,
+                sha256=sha,
+                path=relative,
+                individual_id=None,
+                role="query",
+                species=species,
+                date=date,
+                location=location,
+                bbox=bbox,
+                original_name=Path(filename).name[:200] if filename else "",
+                added_at=utc_now(),
+            )
+            with self.store.transaction():
+                self.store.add_image(record)
+                self.store.put_vectors(_space_key(self._space), [query_id], vector[None])
+        return record, vector, timings
+
+    def identify(
+        self,
+        source: Path | bytes,
+        *,
+        filename: str = "",
+        filters: Filters = Filters(),
+        bbox: str = "",
+        location: str = "",
+        date: str = "",
+        species: str = "",
+    ) -> IdentificationRecord:
+        """Identify one photo: store it as a query, propose candidates and a decision.
+
+        Raises:
+            ImageReadError: the photo cannot be read (nothing is stored).
+        """
+        query, vector, timings = self.add_query(
+            source,
+            filename=filename,
+            bbox=bbox,
+            species=species,
+            location=location,
+            date=date,
+        )
+        return self.identify_vector(query, vector, filters=filters, timings=timings)
+
+    def identify_vector(
+        self,
+        query: ImageRecord,
+        vector: np.ndarray,
+        *,
+        filters: Filters = Filters(),
+        timings: dict[str, float] | None = None,
+        record: bool = True,
+    ) -> IdentificationRecord:
+        """Shortlist, re-rank, calibrate and decide for a stored query's (D,) vector."""
+        timings = dict(timings or {})
+        self._refresh()
+        policy = self.policy
+        start = time.perf_counter()
+        with self._lock:
+            n = len(self._index)
+            k = n if filters.active else min(policy.k_images, n)
+            matrix = np.ascontiguousarray(vector[None], dtype=np.float32)
+            gallery = dict(self._gallery)
+            hits = self._index.search(matrix, max(k, 1)) if n else None
+        allowed: list[tuple[str, float]] = []
+        outside: list[tuple[str, float]] = []
+        if hits is not None:
+            for image_id, score in hits.row(0):
+                if image_id not in gallery:
+                    continue
+                _, species, location, date = gallery[image_id]
+                if filters.admits(species, location, date):
+                    allowed.append((image_id, score))
+                else:
+                    outside.append((image_id, score))
+        identity_of = {i: v[0] for i, v in gallery.items()}
+        from wildreid.index.protocol import SearchResult
+
+        def ranked(pairs: list[tuple[str, float]]) -> list[Candidate]:
+            pairs = pairs[: policy.k_images]
+            if not pairs:
+                return []
+            result = SearchResult(
+                np.array([[s for _, s in pairs]], dtype=np.float32),
+                np.array([[i for i, _ in pairs]], dtype=object),
+            )
+            return rank_identities(
+                result,
+                identity_of,
+                aggregation=policy.aggregation,
+                topk=policy.topk,
+                max_candidates=policy.max_candidates,
+            )[0]
+
+        shortlist = ranked(allowed)
+        searched = time.perf_counter()
+        timings["search"] = (searched - start) * 1e3
+        reranked = False
+        if self.reranker is not None and shortlist:
+            shortlist = list(
+                self.reranker(self.bundle.file(query.path), shortlist, self.image_path)
+            )
+            shortlist.sort(key=lambda c: (-c.score, c.identity))
+            reranked = True
+        timings["rerank"] = (time.perf_counter() - searched) * 1e3
+        decided = time.perf_counter()
+        candidates = tuple(self._candidate(c) for c in shortlist)
+        scored = (
+            [Candidate(c.identity, c.image_id, float(c.probability or 0.0)) for c in candidates]
+            if self.calibrator is not None
+            else list(shortlist)
+        )
+        decision = decide(scored, threshold=policy.threshold, review_margin=policy.review_margin)
+        best_outside = ranked(outside)[:1]
+        outside_candidate = (
+            self._candidate(best_outside[0])
+            if best_outside and (not shortlist or best_outside[0].score > shortlist[0].score)
+            else None
+        )
+        duplicate = next(
+            (
+                i.image_id
+                for i in self.store.images_by_content(query.sha256)
+                if i.image_id != query.image_id
+            ),
+            None,
+        )
+        timings["decision"] = (time.perf_counter() - decided) * 1e3
+        result = IdentificationRecord(
+            identification_id=0,
+            query_image_id=query.image_id,
+            created_at=utc_now(),
+            candidates=candidates,
+            decision=decision,
+            threshold=policy.threshold,
+            filters=filters,
+            space=self._space.to_json(),
+            model=self.model,
+            outside_filters=outside_candidate,
+            duplicate_of=duplicate,
+            reranked=reranked,
+            timings_ms={k: round(v, 3) for k, v in timings.items()},
+        )
+        if not record:
+            return result
+        with self._lock, self.store.transaction():
+            new_id = self.store.add_identification(result)
+        return replace(result, identification_id=new_id)
+
+    def _candidate(self, candidate: Candidate) -> CatalogueCandidate:
+        individual = self.store.get_individual(candidate.identity)
+        probability = (
+            float(self.calibrator(candidate.score)) if self.calibrator is not None else None
+        )
+        return CatalogueCandidate(
+            identity=candidate.identity,
+            name=individual.name if individual is not None else candidate.identity,
+            image_id=candidate.image_id,
+            score=round(float(candidate.score), 6),
+            probability=probability,
+        )
+
+    # ----------------------------------------------------------------- curation
+
+    def decide(self, query_image_id: str, verdict: str, *, who: str, **options: Any) -> Event:
+        """A person's verdict on a query; see :func:`wildreid.catalogue.curation.decide_query`."""
+        return curation.decide_query(self, query_image_id, verdict, who=who, **options)
+
+    def new_individual(
+        self, query_image_id: str, *, who: str, individual_id: str | None = None, **options: Any
+    ) -> Event:
+        """Register a new individual whose first image is the query (verdict ``new``)."""
+        return curation.decide_query(
+            self, query_image_id, "new", who=who, new_individual_id=individual_id, **options
+        )
+
+    def undo(self, query_image_id: str, *, who: str) -> Event:
+        """Revert the last verdict on a query; see :func:`wildreid.catalogue.curation.undo`."""
+        return curation.undo(self, query_image_id, who=who)
+
+    def merge(self, keep: str, absorb: str, *, who: str, note: str = "") -> Event:
+        """Merge ``absorb`` into ``keep``; see :func:`wildreid.catalogue.curation.merge`."""
+        return curation.merge(self, keep, absorb, who=who, note=note)
+
+    def split(
+        self, individual_id: str, image_ids: Sequence[str], *, who: str, **options: Any
+    ) -> Event:
+        """Move images to a new individual; see :func:`wildreid.catalogue.curation.split`."""
+        return curation.split(self, individual_id, image_ids, who=who, **options)
+
+    def rename(self, individual_id: str, name: str, *, who: str) -> Event:
+        """Change an individual's display name."""
+        return curation.rename(self, individual_id, name, who=who)
+
+    def events(
+        self, *, query_image_id: str | None = None, individual_id: str | None = None
+    ) -> list[Event]:
+        """The audit log (of one query, or naming one individual), oldest first."""
+        return self.store.events(query_image_id=query_image_id, individual_id=individual_id)
+
+    # ----------------------------------------------------------------- reading
+
+    def image(self, image_id: str) -> ImageRecord:
+        """The record of ``image_id``; NotFoundError if there is none."""
+        image = self.store.get_image(image_id)
+        if image is None:
+            raise NotFoundError(f"no image {image_id!r} in the catalogue {self.root}")
+        return image
+
+    def image_path(self, image_id: str) -> Path:
+        """The stored file of ``image_id``."""
+        return self.bundle.file(self.image(image_id).path)
+
+    def individual(self, individual_id: str) -> Individual:
+        """The record of ``individual_id``; NotFoundError (with close ids) if there is none."""
+        found = self.store.get_individual(individual_id)
+        if found is None:
+            raise NotFoundError(f"no individual {individual_id!r} in the catalogue {self.root}")
+        return found
+
+    def individuals(self, *, include_merged: bool = False) -> list[Individual]:
+        """Every individual (without those merged into others unless asked)."""
+        return [i for i in self.store.individuals() if include_merged or i.merged_into is None]
+
+    def sightings(self, individual_id: str) -> list[dict[str, Any]]:
+        """The individual's encounters on a timeline: date, location and image ids, oldest first."""
+        groups: dict[str, dict[str, Any]] = {}
+        for image in self.store.images(individual_id=individual_id):
+            key = image.encounter or f"{image.date}|{image.location}|{image.image_id}"
+            group = groups.setdefault(
+                key,
+                {
+                    "encounter": image.encounter,
+                    "date": image.date,
+                    "location": image.location,
+                    "image_ids": [],
+                },
+            )
+            group["image_ids"].append(image.image_id)
+        return sorted(groups.values(), key=lambda g: (g["date"], g["encounter"]))
+
+    def stats(self) -> dict[str, Any]:
+        """Counts, the active space and the index size."""
+        return {
+            **self.store.counts(),
+            "index_vectors": len(self._index),
+            "model": self.model,
+            "space": self._space.describe(),
+        }
+
+    # ----------------------------------------------------------------- check
+
+    def check(self, *, verify_files: bool = True) -> CheckReport:
+        """Check the catalogue's consistency (database, files, vectors, index).
+
+        Args:
+            verify_files: also hash every image file (slow on large catalogues).
+        """
+        problems: list[str] = []
+        notes: list[str] = []
+        integrity = getattr(self.store, "integrity_problems", None)
+        if integrity is not None:
+            problems.extend(integrity())
+        images = self.store.images()
+        individuals = {i.individual_id: i for i in self.store.individuals()}
+        have_vectors = self.store.vector_ids(_space_key(self._space))
+        referenced = set()
+        for image in images:
+            referenced.add(image.path)
+            try:
+                path = self.bundle.file(image.path)
+            except ValueError as exc:
+                problems.append(f"image {image.image_id}: {exc}")
+                continue
+            if not path.is_file():
+                problems.append(f"image {image.image_id}: file {image.path} is missing")
+            elif verify_files:
+                from wildreid.files import sha256_file
+
+                if sha256_file(path) != image.sha256:
+                    problems.append(f"image {image.image_id}: file {image.path} was modified")
+            if image.image_id not in have_vectors:
+                problems.append(f"image {image.image_id}: no vector in the active space")
+            if image.role == "gallery":
+                owner = individuals.get(image.individual_id or "")
+                if owner is None:
+                    problems.append(
+                        f"image {image.image_id}: individual {image.individual_id!r} is missing"
+                    )
+                elif owner.merged_into is not None:
+                    problems.append(
+                        f"image {image.image_id}: still on {owner.individual_id}, which was "
+                        f"merged into {owner.merged_into}"
+                    )
+        on_disk_ids: set[str] | None = None
+        if self.bundle.index_path.exists():
+            try:
+                on_disk = load_index(self.bundle.index_path)
+                on_disk_ids = set(on_disk.image_ids) if on_disk.space == self._space else None
+            except IndexBackendError as exc:
+                problems.append(f"index file: {exc}")
+        gallery = {i.image_id for i in images if i.role == "gallery"}
+        if set(self._index.image_ids) != gallery:
+            problems.append("the in-memory index differs from the gallery")
+        if on_disk_ids is not None and on_disk_ids != gallery:
+            notes.append(
+                f"the index file is {len(gallery ^ on_disk_ids)} image(s) behind; it is brought "
+                "into step on the next open or save"
+            )
+        orphans = sorted(set(self.bundle.stored_files()) - referenced)
+        if orphans:
+            notes.append(
+                f"{len(orphans)} stored file(s) are not referenced (left by an interrupted "
+                f"enrolment), e.g. {orphans[0]}"
+            )
+        return CheckReport(tuple(problems), tuple(notes), self.store.counts())
+
+    # ----------------------------------------------------------------- re-embedding
+
+    def reembed(
+        self,
+        model: str,
+        *,
+        weights: str | None = None,
+        progress: Progress | None = None,
+        batch_size: int = 32,
+    ) -> EmbeddingSpace:
+        """Embed every image with another model, then switch to its space in one step.
+
+        Until the switch, identification keeps using the current space and index; a failure
+        before the switch leaves the catalogue on the old space.
+
+        Returns:
+            The new active space.
+        """
+        embedder = _make_embedder(model, weights, self.device)
+        space = embedder.space
+        key = _space_key(space)
+        images = self.store.images()
+        frame = pd.DataFrame(
+            {
+                "image_id": [i.image_id for i in images],
+                "path": [i.path for i in images],
+                "bbox": [i.bbox for i in images],
+            }
+        )
+        done = 0
+        for begin in range(0, len(frame), batch_size):
+            chunk = frame.iloc[begin : begin + batch_size]
+            result = embedder.embed_images(chunk, root=self.bundle.root)
+            if result.skipped:
+                image_id, reason = result.skipped[0]
+                raise ImageReadError(f"re-embedding stopped at {image_id}: {reason}")
+            with self.store.transaction():
+                self.store.put_vectors(
+                    key, list(result.embeddings.image_ids), result.embeddings.vectors
+                )
+            done += len(chunk)
+            if progress is not None:
+                progress(done, len(frame))
+        index = build_index("flat", space=space, dim=space.dim)
+        gallery_ids = [i.image_id for i in images if i.role == "gallery"]
+        if gallery_ids:
+            index.add(Embeddings(self.store.vectors(key, gallery_ids), tuple(gallery_ids), space))
+        staged = self.bundle.staged_index_path(key)
+        index.save(staged)
+        with self._lock:
+            old_key = _space_key(self._space)
+            with self.store.transaction():
+                self.store.set_meta("model", model)
+                self.store.set_meta("weights", weights or "")
+                self.store.set_meta("space", space.to_json())
+                self._bump()
+                if old_key != key:
+                    self.store.drop_space(old_key)
+            self._space, self._index, self._embedder = space, index, embedder
+            self._after_write()
+            self._read_gallery()
+            self._sync_index()
+            self._save_index()
+            for path in (staged, Path(f"{staged}.json")):
+                path.unlink(missing_ok=True)
+        logger.info("catalogue %s switched to %s", self.root, space.describe())
+        return space
+
+    # ----------------------------------------------------------------- export
+
+    def export(self, out_dir: str | os.PathLike[str]) -> Path:
+        """Write the gallery as a metadata table with its images, the individuals and the log.
+
+        ``out_dir/metadata.csv`` (wildlife-datasets columns plus ``location`` and
+        ``individual_name``) with ``out_dir/images/...`` can be added to another catalogue;
+        ``individuals.csv`` and ``decisions.jsonl`` keep the names and the audit log.
+
+        Returns:
+            The metadata CSV written.
+        """
+        import shutil
+
+        from wildreid.data.schema import write_metadata
+        from wildreid.files import atomic_path
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        names = {i.individual_id: i.name for i in self.store.individuals()}
+        rows = []
+        for image in self.store.images(role="gallery"):
+            target = out / image.path
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(self.bundle.file(image.path), target)
+                except OSError:
+                    shutil.copyfile(self.bundle.file(image.path), target)
+            rows.append(
+                {
+                    "image_id": image.image_id,
+                    "identity": image.individual_id or UNKNOWN_IDENTITY,
+                    "path": image.path,
+                    "species": image.species,
+                    "viewpoint": image.viewpoint,
+                    "date": image.date,
+                    "encounter": image.encounter,
+                    "bbox": image.bbox,
+                    "landmarks": image.landmarks,
+                    "location": image.location,
+                    "individual_name": names.get(image.individual_id or "", ""),
+                }
+            )
+        columns = ["image_id", "identity", "path", "species", "viewpoint", "date", "encounter"]
+        columns += ["bbox", "landmarks", "location", "individual_name"]
+        metadata = out / "metadata.csv"
+        write_metadata(pd.DataFrame(rows, columns=columns, dtype=str), metadata)
+        individuals = pd.DataFrame(
+            [i.__dict__ for i in self.store.individuals()],
+            columns=["individual_id", "name", "species", "notes", "created_at", "merged_into"],
+        )
+        with atomic_path(out / "individuals.csv") as tmp:
+            individuals.to_csv(tmp, index=False)
+        with atomic_path(out / "decisions.jsonl") as tmp:
+            tmp.write_text(
+                "".join(json.dumps(e.to_dict()) + "\n" for e in self.store.events()),
+                encoding="utf-8",
+            )
+        return metadata
+
+
+def _make_embedder(model: str, weights: str | None, device: str) -> Embedder:
+    from wildreid.models.embedder import Embedder, EmbedderConfig
+    from wildreid.models.factory import load_model
+
+    loaded = load_model(model, device=device, weights=weights)
+    config = EmbedderConfig(device=device, workers=0, skip_bad_images=True)
+    return Embedder(loaded, config=config)
+
+
+def _hash_only(path: Path) -> tuple[str, int]:
+    from wildreid.files import sha256_file
+
+    return sha256_file(path), path.stat().st_size
+
+
+def _parse_box(bbox: str) -> tuple[float, float, float, float] | None:
+    if not bbox:
+        return None
+    try:
+        box = parse_bbox(bbox)
+    except ValueError as exc:
+        raise ConfigError(f"bbox {bbox!r}: {exc}") from exc
+    return None if box is None else box.as_tuple()
