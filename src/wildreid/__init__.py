@@ -90,6 +90,7 @@ _LAZY = {
     "DecisionPolicy": "wildreid.catalogue",
     "Filters": "wildreid.catalogue",
     "MemoryStore": "wildreid.catalogue",
+    "create_app": "wildreid.service",
 }
 
 
@@ -157,6 +158,7 @@ __all__ = [
     "build_index",
     "build_loss",
     "check_metadata",
+    "create_app",
     "dataset_stats",
     "detect_format",
     "dump_config",

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from tests.catalogue.helpers import write_gallery, write_photo
+from tests.catalogue.helpers import write_photo
 from wildreid.catalogue import Catalogue, DecisionPolicy, Filters, MemoryStore
 from wildreid.catalogue.bundle import Bundle
 from wildreid.data.schema import read_metadata
@@ -342,10 +340,3 @@ def test_a_catalogue_runs_on_the_in_memory_store(
     assert result.candidates[0].image_id == "g2-0"
     mem.merge("ind0", "ind2", who="ann")
     assert mem.check().ok and mem.store.counts()["individuals"] == 2
-
-
-def test_gallery_helpers(tmp_path: Path) -> None:
-    csv = write_gallery(tmp_path / "g", individuals=2, per_individual=1)
-    assert len(pd.read_csv(csv)) == 2
-    shutil.rmtree(tmp_path / "g")
-    assert np.isfinite(1.0)

@@ -521,8 +521,6 @@ class Catalogue:
         found = embedded.embeddings
         vectors = dict(zip(found.image_ids, found.vectors, strict=True))
         records: list[ImageRecord] = []
-        duplicates: list[tuple[str, str]] = []
-        seen: dict[tuple[str, str], str] = {}
         now = utc_now()
         for _, row in chunk.iterrows():
             image_id = str(row["image_id"])
@@ -534,14 +532,6 @@ class Catalogue:
             except OSError as exc:
                 skipped.append((image_id, f"{source}: {exc}"))
                 continue
-            bbox = _cell(row, "bbox")
-            twin = seen.get((sha, bbox)) or next(
-                (i.image_id for i in self.store.images_by_content(sha) if i.bbox == bbox), None
-            )
-            if twin is not None:
-                duplicates.append((image_id, twin))
-                continue
-            seen[(sha, bbox)] = image_id
             records.append(
                 ImageRecord(
                     image_id=image_id,
@@ -554,19 +544,22 @@ class Catalogue:
                     location=_cell(row, "location"),
                     viewpoint=_cell(row, "viewpoint"),
                     encounter=_cell(row, "encounter"),
-                    bbox=bbox,
+                    bbox=_cell(row, "bbox"),
                     landmarks=_cell(row, "landmarks"),
                     original_name=Path(str(row["path"])).name,
                     added_at=now,
                 )
             )
-        if not records:
-            return [], duplicates, skipped
-        ids = [r.image_id for r in records]
-        matrix = np.stack([vectors[i] for i in ids]).astype(np.float32)
         with self._lock:
+            # Duplicates are decided under the lock, so concurrent enrolments of one photo add
+            # it once.
+            fresh, duplicates = self._without_duplicates(records)
+            if not fresh:
+                return [], duplicates, skipped
+            ids = [r.image_id for r in fresh]
+            matrix = np.stack([vectors[i] for i in ids]).astype(np.float32)
             with self.store.transaction():
-                for record in records:
+                for record in fresh:
                     assert record.individual_id is not None
                     if self.store.get_individual(record.individual_id) is None:
                         self.store.add_individual(
@@ -581,7 +574,7 @@ class Catalogue:
                 self.store.put_vectors(_space_key(self._space), ids, matrix)
                 self._bump()
             self._generation = self._pending_generation
-            for record in records:
+            for record in fresh:
                 self._gallery[record.image_id] = (
                     record.individual_id or "",
                     record.species,
@@ -590,6 +583,74 @@ class Catalogue:
                 )
             self._index.add(Embeddings(np.ascontiguousarray(matrix), tuple(ids), self._space))
         return ids, duplicates, skipped
+
+    def _without_duplicates(
+        self, records: list[ImageRecord]
+    ) -> tuple[list[ImageRecord], list[tuple[str, str]]]:
+        fresh: list[ImageRecord] = []
+        duplicates: list[tuple[str, str]] = []
+        seen: dict[tuple[str, str], str] = {}
+        for record in records:
+            key = (record.sha256, record.bbox)
+            twin = seen.get(key) or next(
+                (
+                    i.image_id
+                    for i in self.store.images_by_content(record.sha256)
+                    if i.bbox == record.bbox and i.role == "gallery"
+                ),
+                None,
+            )
+            if twin is None and self.store.get_image(record.image_id) is not None:
+                raise DuplicateError(
+                    f"image id {record.image_id!r} is already used for another photo in the "
+                    "catalogue; give this photo another id"
+                )
+            if twin is not None:
+                duplicates.append((record.image_id, twin))
+                continue
+            seen[key] = record.image_id
+            fresh.append(record)
+        return fresh, duplicates
+
+    def enrol_file(
+        self,
+        source: bytes,
+        *,
+        individual_id: str,
+        filename: str = "",
+        species: str = "",
+        location: str = "",
+        date: str = "",
+        viewpoint: str = "",
+        bbox: str = "",
+    ) -> EnrolResult:
+        """Add one uploaded photo of a known individual (created if new); see :meth:`enrol`.
+
+        Its image id is ``e-`` and the first 16 hex digits of the photo's SHA-256, so the same
+        photo sent twice (even concurrently) is one image.
+        """
+        import hashlib
+
+        from wildreid.files import atomic_path
+
+        suffix = Path(filename).suffix.lower()[:8] if filename else ""
+        image_id = f"e-{hashlib.sha256(source).hexdigest()[:16]}"
+        staging = self.bundle.root / ".staging"
+        staging.mkdir(exist_ok=True)
+        with atomic_path(staging / f"{image_id}{suffix}") as tmp:
+            tmp.write_bytes(source)
+            load_image(tmp, max_pixels=self.max_pixels)  # refuse bad uploads with their reason
+            row = {
+                "image_id": image_id,
+                "identity": individual_id,
+                "path": tmp.name,
+                "species": species,
+                "location": location,
+                "date": date,
+                "viewpoint": viewpoint,
+                "bbox": bbox,
+            }
+            return self.enrol(pd.DataFrame([row], dtype=str), root=staging)
 
     # ----------------------------------------------------------------- identification
 

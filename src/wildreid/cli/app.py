@@ -16,6 +16,7 @@ from wildreid.cli import catalogue, data, models
 from wildreid.cli.demo import demo
 from wildreid.cli.embed import embed
 from wildreid.cli.evaluate import evaluate
+from wildreid.cli.serve import serve
 from wildreid.cli.train import train
 from wildreid.cli.tune import tune
 from wildreid.errors import WildReIDError
@@ -52,6 +53,7 @@ app.command()(evaluate)
 app.command()(demo)
 app.command()(train)
 app.command()(tune)
+app.command()(serve)
 
 
 @app.callback()
