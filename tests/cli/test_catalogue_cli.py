@@ -38,6 +38,14 @@ def test_init_add_identify_decide_curate_export_check(tmp_path: Path, tiny_model
     assert len(log.read_text().split()) == 6
     again = json.loads(run("catalogue", "add", cat, "--metadata", survey, "--json"))
     assert again["added"] == 0 and len(again["duplicates"]) == 6
+    some = json.loads(
+        run("catalogue", "add", cat, "--metadata", survey, "--only", "location=south", "--json")
+    )
+    assert len(some["duplicates"]) == 2  # ind1's two photos
+    result = runner.invoke(
+        app, ["catalogue", "add", str(cat), "--metadata", str(survey), "--only", "nope"]
+    )
+    assert result.exit_code == 2 and "COLUMN=VALUE" in result.stderr
 
     query = write_photo(tmp_path / "q.png", seed=555)
     photo = survey.parent / "photos/ind1/1.png"

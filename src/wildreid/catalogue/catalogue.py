@@ -447,7 +447,7 @@ class Catalogue:
         metadata: pd.DataFrame,
         *,
         root: str | os.PathLike[str],
-        chunk_size: int = 64,
+        chunk_size: int = 256,
         progress: Progress | None = None,
         on_committed: Callable[[Sequence[str]], None] | None = None,
     ) -> EnrolResult:

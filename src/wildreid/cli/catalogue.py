@@ -11,6 +11,7 @@ import typer
 
 from wildreid.cli.options import DeviceOpt, ModelOpt, WeightsOpt
 from wildreid.cli.output import echo_json, progress_callback, stdout_console
+from wildreid.errors import ConfigError
 from wildreid.models.cards import DEFAULT_MODEL
 
 if TYPE_CHECKING:
@@ -89,7 +90,11 @@ def add(
     species: Annotated[
         str | None, typer.Option(help="Species of every row (folder trees).")
     ] = None,
-    chunk_size: Annotated[int, typer.Option(min=1, help="Rows committed at a time.")] = 64,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(help="Keep rows where COLUMN=VALUE, e.g. --only md_split=train (repeatable)."),
+    ] = None,
+    chunk_size: Annotated[int, typer.Option(min=1, help="Rows committed at a time.")] = 256,
     committed_log: Annotated[
         Path | None,
         typer.Option(help="Append each committed image id to this file (to resume or audit)."),
@@ -102,6 +107,14 @@ def add(
 
     source_root = root if root is not None else (metadata if metadata.is_dir() else metadata.parent)
     frame = import_dataset(metadata, root=source_root, species=species)
+    for condition in only or []:
+        column, sep, value = condition.partition("=")
+        if not sep or column not in frame.columns:
+            raise ConfigError(
+                f"--only {condition!r}: write COLUMN=VALUE with a column of the metadata "
+                f"({', '.join(frame.columns)})"
+            )
+        frame = frame[frame[column] == value]
     log = committed_log.open("a", encoding="utf-8") if committed_log is not None else None
 
     def committed(ids: Any) -> None:
