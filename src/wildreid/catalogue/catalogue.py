@@ -24,12 +24,14 @@ undo, each logged in the append-only audit log with who, when and how confident.
 
 from __future__ import annotations
 
-import json
+import contextlib
+import hashlib
 import logging
 import os
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -51,14 +53,12 @@ from wildreid.catalogue.records import (
 from wildreid.catalogue.sqlite import SQLiteStore
 from wildreid.catalogue.store import CatalogueStore
 from wildreid.data.images import DEFAULT_MAX_PIXELS, load_image
-from wildreid.data.schema import UNKNOWN_IDENTITY, Problem, parse_bbox, validate_metadata
+from wildreid.data.schema import parse_bbox
 from wildreid.errors import (
     CatalogueError,
     ConfigError,
     DuplicateError,
-    ImageReadError,
     IndexBackendError,
-    MetadataError,
     NotFoundError,
 )
 from wildreid.index.kinds import build_index, load_index
@@ -451,206 +451,35 @@ class Catalogue:
         progress: Progress | None = None,
         on_committed: Callable[[Sequence[str]], None] | None = None,
     ) -> EnrolResult:
-        """Add the photos of known individuals from a metadata table (wildlife-datasets format).
+        """Add the photos of known individuals from a metadata table.
 
-        Rows are checked first (nothing is added if the table has problems). Rows whose
-        identity is ``unknown`` are skipped (identify them instead); a photo already in the
-        catalogue (same bytes and bbox) is reported as a duplicate, not added again; unreadable
-        images are skipped with their reason. Rows are committed in chunks of ``chunk_size``:
-        ``on_committed`` is called with each chunk's image ids once they are durable.
-
-        Raises:
-            MetadataError: the table is invalid (every problem listed).
-            DuplicateError: an image id is already used by another photo in the catalogue.
+        See :func:`wildreid.catalogue.enrolment.enrol`.
         """
-        start = time.perf_counter()
-        root = Path(root)
-        problems = validate_metadata(metadata, root=root, check_files=True)
-        if problems:
-            raise MetadataError(
-                f"{len(problems)} problem(s) in the metadata; first: {problems[0]}; nothing "
-                "was added",
-                tuple(str(p) for p in problems),
-            )
-        frame = metadata.reset_index(drop=True)
-        skipped: list[tuple[str, str]] = []
-        duplicates: list[tuple[str, str]] = []
-        added: list[str] = []
-        rows: list[int] = []
-        for position, row in frame.iterrows():
-            image_id = str(row["image_id"])
-            if str(row["identity"]) == UNKNOWN_IDENTITY:
-                skipped.append((image_id, "identity is 'unknown'; identify it instead"))
-                continue
-            existing = self.store.get_image(image_id)
-            if existing is not None:
-                sha, _ = _hash_only(root / str(row["path"]))
-                if existing.sha256 == sha and existing.bbox == _cell(row, "bbox"):
-                    duplicates.append((image_id, existing.image_id))
-                    continue
-                problem = Problem(
-                    f"image id {image_id!r} is already used for another photo in the "
-                    "catalogue; give this photo another id",
-                    int(str(position)) + 1,
-                    "image_id",
-                )
-                raise DuplicateError(f"{problem}; nothing was added")
-            rows.append(int(str(position)))
-        total = len(rows)
-        for begin in range(0, total, chunk_size):
-            chunk = frame.iloc[rows[begin : begin + chunk_size]]
-            done, dups, bad = self._enrol_chunk(chunk, root)
-            added.extend(done)
-            duplicates.extend(dups)
-            skipped.extend(bad)
-            if on_committed is not None and done:
-                on_committed(done)
-            if progress is not None:
-                progress(min(begin + chunk_size, total), total)
-        with self._lock:
-            self._save_index()
-        return EnrolResult(
-            tuple(added), tuple(duplicates), tuple(skipped), time.perf_counter() - start
+        from wildreid.catalogue import enrolment
+
+        return enrolment.enrol(
+            self,
+            metadata,
+            root=root,
+            chunk_size=chunk_size,
+            progress=progress,
+            on_committed=on_committed,
         )
 
-    def _enrol_chunk(
-        self, chunk: pd.DataFrame, root: Path
-    ) -> tuple[list[str], list[tuple[str, str]], list[tuple[str, str]]]:
-        embedded = self.embedder().embed_images(chunk, root=root)
-        skipped = list(embedded.skipped)
-        found = embedded.embeddings
-        vectors = dict(zip(found.image_ids, found.vectors, strict=True))
-        records: list[ImageRecord] = []
-        now = utc_now()
-        for _, row in chunk.iterrows():
-            image_id = str(row["image_id"])
-            if image_id not in vectors:
-                continue
-            source = root / str(row["path"])
-            try:
-                sha, relative = self.bundle.add_file(source)
-            except OSError as exc:
-                skipped.append((image_id, f"{source}: {exc}"))
-                continue
-            records.append(
-                ImageRecord(
-                    image_id=image_id,
-                    sha256=sha,
-                    path=relative,
-                    individual_id=str(row["identity"]),
-                    role="gallery",
-                    species=_cell(row, "species"),
-                    date=_cell(row, "date"),
-                    location=_cell(row, "location"),
-                    viewpoint=_cell(row, "viewpoint"),
-                    encounter=_cell(row, "encounter"),
-                    bbox=_cell(row, "bbox"),
-                    landmarks=_cell(row, "landmarks"),
-                    original_name=Path(str(row["path"])).name,
-                    added_at=now,
-                )
-            )
-        with self._lock:
-            # Duplicates are decided under the lock, so concurrent enrolments of one photo add
-            # it once.
-            fresh, duplicates = self._without_duplicates(records)
-            if not fresh:
-                return [], duplicates, skipped
-            ids = [r.image_id for r in fresh]
-            matrix = np.stack([vectors[i] for i in ids]).astype(np.float32)
-            with self.store.transaction():
-                for record in fresh:
-                    assert record.individual_id is not None
-                    if self.store.get_individual(record.individual_id) is None:
-                        self.store.add_individual(
-                            Individual(
-                                individual_id=record.individual_id,
-                                name=record.individual_id,
-                                species=record.species,
-                                created_at=now,
-                            )
-                        )
-                    self.store.add_image(record)
-                self.store.put_vectors(_space_key(self._space), ids, matrix)
-                self._bump()
-            self._generation = self._pending_generation
-            for record in fresh:
-                self._gallery[record.image_id] = (
-                    record.individual_id or "",
-                    record.species,
-                    record.location,
-                    record.date,
-                )
-            self._index.add(Embeddings(np.ascontiguousarray(matrix), tuple(ids), self._space))
-        return ids, duplicates, skipped
+    def enrol_file(self, source: bytes, *, individual_id: str, **fields: str) -> EnrolResult:
+        """Add one uploaded photo of a known individual; see
+        :func:`wildreid.catalogue.enrolment.enrol_file`."""
+        from wildreid.catalogue import enrolment
 
-    def _without_duplicates(
-        self, records: list[ImageRecord]
-    ) -> tuple[list[ImageRecord], list[tuple[str, str]]]:
-        fresh: list[ImageRecord] = []
-        duplicates: list[tuple[str, str]] = []
-        seen: dict[tuple[str, str], str] = {}
-        for record in records:
-            key = (record.sha256, record.bbox)
-            twin = seen.get(key) or next(
-                (
-                    i.image_id
-                    for i in self.store.images_by_content(record.sha256)
-                    if i.bbox == record.bbox and i.role == "gallery"
-                ),
-                None,
-            )
-            if twin is None and self.store.get_image(record.image_id) is not None:
-                raise DuplicateError(
-                    f"image id {record.image_id!r} is already used for another photo in the "
-                    "catalogue; give this photo another id"
-                )
-            if twin is not None:
-                duplicates.append((record.image_id, twin))
-                continue
-            seen[key] = record.image_id
-            fresh.append(record)
-        return fresh, duplicates
+        return enrolment.enrol_file(self, source, individual_id=individual_id, **fields)
 
-    def enrol_file(
-        self,
-        source: bytes,
-        *,
-        individual_id: str,
-        filename: str = "",
-        species: str = "",
-        location: str = "",
-        date: str = "",
-        viewpoint: str = "",
-        bbox: str = "",
-    ) -> EnrolResult:
-        """Add one uploaded photo of a known individual (created if new); see :meth:`enrol`.
-
-        Its image id is ``e-`` and the first 16 hex digits of the photo's SHA-256, so the same
-        photo sent twice (even concurrently) is one image.
-        """
-        import hashlib
-
-        from wildreid.files import atomic_path
-
-        suffix = Path(filename).suffix.lower()[:8] if filename else ""
-        image_id = f"e-{hashlib.sha256(source).hexdigest()[:16]}"
-        staging = self.bundle.root / ".staging"
-        staging.mkdir(exist_ok=True)
-        with atomic_path(staging / f"{image_id}{suffix}") as tmp:
-            tmp.write_bytes(source)
-            load_image(tmp, max_pixels=self.max_pixels)  # refuse bad uploads with their reason
-            row = {
-                "image_id": image_id,
-                "identity": individual_id,
-                "path": tmp.name,
-                "species": species,
-                "location": location,
-                "date": date,
-                "viewpoint": viewpoint,
-                "bbox": bbox,
-            }
-            return self.enrol(pd.DataFrame([row], dtype=str), root=staging)
+    @contextlib.contextmanager
+    def _staging(self) -> Iterator[Path]:
+        """A private temporary folder inside the bundle (same file system), removed after."""
+        parent = self.bundle.root / ".staging"
+        parent.mkdir(exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=parent) as folder:
+            yield Path(folder)
 
     # ----------------------------------------------------------------- identification
 
@@ -677,18 +506,16 @@ class Catalogue:
         box = _parse_box(bbox)
         suffix = Path(filename).suffix if filename else ""
         if isinstance(source, bytes):
-            staged = self.bundle.root / ".staging"
-            staged.mkdir(exist_ok=True)
-            from wildreid.files import atomic_path
-
-            with atomic_path(staged / f"upload{suffix.lower()[:8]}") as tmp:
+            with self._staging() as staging:
+                tmp = staging / f"upload{suffix.lower()[:8]}"
                 tmp.write_bytes(source)
                 vector, timings = self.embed_file(tmp, bbox=box)
                 sha, relative = self.bundle.add_file(tmp, suffix=suffix)
         else:
             vector, timings = self.embed_file(source, bbox=box)
             sha, relative = self.bundle.add_file(source)
-        query_id = f"q-{sha[:16]}" + (f"-{abs(hash(bbox)) % 10**6:06d}" if bbox else "")
+        box_tag = hashlib.sha256(bbox.encode()).hexdigest()[:6] if bbox else ""
+        query_id = f"q-{sha[:16]}" + (f"-{box_tag}" if box_tag else "")
         with self._lock:
             existing = self.store.get_image(query_id)
             if existing is not None:
@@ -706,9 +533,12 @@ class Catalogue:
                 original_name=Path(filename).name[:200] if filename else "",
                 added_at=utc_now(),
             )
-            with self.store.transaction():
-                self.store.add_image(record)
-                self.store.put_vectors(_space_key(self._space), [query_id], vector[None])
+            try:
+                with self.store.transaction():
+                    self.store.add_image(record)
+                    self.store.put_vectors(_space_key(self._space), [query_id], vector[None])
+            except DuplicateError:  # another process stored the same photo just now
+                return self.image(query_id), vector, timings
         return record, vector, timings
 
     def identify(
@@ -943,74 +773,14 @@ class Catalogue:
             "space": self._space.describe(),
         }
 
-    # ----------------------------------------------------------------- check
+    # ----------------------------------------------------------------- maintenance
 
     def check(self, *, verify_files: bool = True) -> CheckReport:
-        """Check the catalogue's consistency (database, files, vectors, index).
+        """Check the catalogue's consistency; see :func:`wildreid.catalogue.maintenance.check`."""
+        from wildreid.catalogue import maintenance
 
-        Args:
-            verify_files: also hash every image file (slow on large catalogues).
-        """
-        problems: list[str] = []
-        notes: list[str] = []
-        integrity = getattr(self.store, "integrity_problems", None)
-        if integrity is not None:
-            problems.extend(integrity())
-        images = self.store.images()
-        individuals = {i.individual_id: i for i in self.store.individuals()}
-        have_vectors = self.store.vector_ids(_space_key(self._space))
-        referenced = set()
-        for image in images:
-            referenced.add(image.path)
-            try:
-                path = self.bundle.file(image.path)
-            except ValueError as exc:
-                problems.append(f"image {image.image_id}: {exc}")
-                continue
-            if not path.is_file():
-                problems.append(f"image {image.image_id}: file {image.path} is missing")
-            elif verify_files:
-                from wildreid.files import sha256_file
-
-                if sha256_file(path) != image.sha256:
-                    problems.append(f"image {image.image_id}: file {image.path} was modified")
-            if image.image_id not in have_vectors:
-                problems.append(f"image {image.image_id}: no vector in the active space")
-            if image.role == "gallery":
-                owner = individuals.get(image.individual_id or "")
-                if owner is None:
-                    problems.append(
-                        f"image {image.image_id}: individual {image.individual_id!r} is missing"
-                    )
-                elif owner.merged_into is not None:
-                    problems.append(
-                        f"image {image.image_id}: still on {owner.individual_id}, which was "
-                        f"merged into {owner.merged_into}"
-                    )
-        on_disk_ids: set[str] | None = None
-        if self.bundle.index_path.exists():
-            try:
-                on_disk = load_index(self.bundle.index_path)
-                on_disk_ids = set(on_disk.image_ids) if on_disk.space == self._space else None
-            except IndexBackendError as exc:
-                problems.append(f"index file: {exc}")
-        gallery = {i.image_id for i in images if i.role == "gallery"}
-        if set(self._index.image_ids) != gallery:
-            problems.append("the in-memory index differs from the gallery")
-        if on_disk_ids is not None and on_disk_ids != gallery:
-            notes.append(
-                f"the index file is {len(gallery ^ on_disk_ids)} image(s) behind; it is brought "
-                "into step on the next open or save"
-            )
-        orphans = sorted(set(self.bundle.stored_files()) - referenced)
-        if orphans:
-            notes.append(
-                f"{len(orphans)} stored file(s) are not referenced (left by an interrupted "
-                f"enrolment), e.g. {orphans[0]}"
-            )
-        return CheckReport(tuple(problems), tuple(notes), self.store.counts())
-
-    # ----------------------------------------------------------------- re-embedding
+        self._refresh()
+        return maintenance.check(self, verify_files=verify_files)
 
     def reembed(
         self,
@@ -1022,122 +792,20 @@ class Catalogue:
     ) -> EmbeddingSpace:
         """Embed every image with another model, then switch to its space in one step.
 
-        Until the switch, identification keeps using the current space and index; a failure
-        before the switch leaves the catalogue on the old space.
-
-        Returns:
-            The new active space.
+        See :func:`wildreid.catalogue.maintenance.reembed`.
         """
-        embedder = _make_embedder(model, weights, self.device)
-        space = embedder.space
-        key = _space_key(space)
-        images = self.store.images()
-        frame = pd.DataFrame(
-            {
-                "image_id": [i.image_id for i in images],
-                "path": [i.path for i in images],
-                "bbox": [i.bbox for i in images],
-            }
-        )
-        done = 0
-        for begin in range(0, len(frame), batch_size):
-            chunk = frame.iloc[begin : begin + batch_size]
-            result = embedder.embed_images(chunk, root=self.bundle.root)
-            if result.skipped:
-                image_id, reason = result.skipped[0]
-                raise ImageReadError(f"re-embedding stopped at {image_id}: {reason}")
-            with self.store.transaction():
-                self.store.put_vectors(
-                    key, list(result.embeddings.image_ids), result.embeddings.vectors
-                )
-            done += len(chunk)
-            if progress is not None:
-                progress(done, len(frame))
-        index = build_index("flat", space=space, dim=space.dim)
-        gallery_ids = [i.image_id for i in images if i.role == "gallery"]
-        if gallery_ids:
-            index.add(Embeddings(self.store.vectors(key, gallery_ids), tuple(gallery_ids), space))
-        staged = self.bundle.staged_index_path(key)
-        index.save(staged)
-        with self._lock:
-            old_key = _space_key(self._space)
-            with self.store.transaction():
-                self.store.set_meta("model", model)
-                self.store.set_meta("weights", weights or "")
-                self.store.set_meta("space", space.to_json())
-                self._bump()
-                if old_key != key:
-                    self.store.drop_space(old_key)
-            self._space, self._index, self._embedder = space, index, embedder
-            self._after_write()
-            self._read_gallery()
-            self._sync_index()
-            self._save_index()
-            for path in (staged, Path(f"{staged}.json")):
-                path.unlink(missing_ok=True)
-        logger.info("catalogue %s switched to %s", self.root, space.describe())
-        return space
+        from wildreid.catalogue import maintenance
 
-    # ----------------------------------------------------------------- export
+        return maintenance.reembed(
+            self, model, weights=weights, progress=progress, batch_size=batch_size
+        )
 
     def export(self, out_dir: str | os.PathLike[str]) -> Path:
-        """Write the gallery as a metadata table with its images, the individuals and the log.
+        """Write the gallery in the metadata format; see
+        :func:`wildreid.catalogue.maintenance.export`."""
+        from wildreid.catalogue import maintenance
 
-        ``out_dir/metadata.csv`` (wildlife-datasets columns plus ``location`` and
-        ``individual_name``) with ``out_dir/images/...`` can be added to another catalogue;
-        ``individuals.csv`` and ``decisions.jsonl`` keep the names and the audit log.
-
-        Returns:
-            The metadata CSV written.
-        """
-        import shutil
-
-        from wildreid.data.schema import write_metadata
-        from wildreid.files import atomic_path
-
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        names = {i.individual_id: i.name for i in self.store.individuals()}
-        rows = []
-        for image in self.store.images(role="gallery"):
-            target = out / image.path
-            if not target.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    os.link(self.bundle.file(image.path), target)
-                except OSError:
-                    shutil.copyfile(self.bundle.file(image.path), target)
-            rows.append(
-                {
-                    "image_id": image.image_id,
-                    "identity": image.individual_id or UNKNOWN_IDENTITY,
-                    "path": image.path,
-                    "species": image.species,
-                    "viewpoint": image.viewpoint,
-                    "date": image.date,
-                    "encounter": image.encounter,
-                    "bbox": image.bbox,
-                    "landmarks": image.landmarks,
-                    "location": image.location,
-                    "individual_name": names.get(image.individual_id or "", ""),
-                }
-            )
-        columns = ["image_id", "identity", "path", "species", "viewpoint", "date", "encounter"]
-        columns += ["bbox", "landmarks", "location", "individual_name"]
-        metadata = out / "metadata.csv"
-        write_metadata(pd.DataFrame(rows, columns=columns, dtype=str), metadata)
-        individuals = pd.DataFrame(
-            [i.__dict__ for i in self.store.individuals()],
-            columns=["individual_id", "name", "species", "notes", "created_at", "merged_into"],
-        )
-        with atomic_path(out / "individuals.csv") as tmp:
-            individuals.to_csv(tmp, index=False)
-        with atomic_path(out / "decisions.jsonl") as tmp:
-            tmp.write_text(
-                "".join(json.dumps(e.to_dict()) + "\n" for e in self.store.events()),
-                encoding="utf-8",
-            )
-        return metadata
+        return maintenance.export(self, out_dir)
 
 
 def _make_embedder(model: str, weights: str | None, device: str) -> Embedder:
