@@ -176,3 +176,31 @@ def test_curation_endpoints(client: TestClient) -> None:
     client.post("/api/individuals/ind8/rename", json={"name": "Eight", "who": "b"}, headers=auth())
     assert client.get("/api/individuals/ind8").json()["individual"]["name"] == "Eight"
     assert client.get("/api/stats").json()["individuals"] == 3
+
+
+def test_an_interactive_identify_is_not_queued_behind_a_stuck_batch(client: TestClient) -> None:
+    import threading
+
+    state = client.app.state.service  # type: ignore[attr-defined]
+    release = threading.Event()
+    started = threading.Event()
+
+    def slow(name: str, data: bytes) -> dict[str, object]:
+        started.set()
+        release.wait(60)
+        return {"name": name}
+
+    job = state.jobs.submit([("a", b"1"), ("b", b"2")], slow)
+    try:
+        assert started.wait(30)
+        quick = client.post(
+            "/api/identify", files={"file": ("now.png", png(31), "image/png")}, headers=auth()
+        )
+        assert quick.status_code == 200
+        assert client.get(f"/api/jobs/{job.job_id}").json()["status"] == "running"
+    finally:
+        release.set()
+    deadline = time.monotonic() + 30
+    while state.jobs.get(job.job_id).status != "done" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert state.jobs.get(job.job_id).to_dict()["done"] == 2
