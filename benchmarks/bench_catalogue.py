@@ -129,9 +129,19 @@ def main() -> None:
     parser.add_argument("--gallery-split", default="train", help="md_split rows enrolled")
     parser.add_argument("--enrol-rounds", type=int, default=2)
     parser.add_argument("--skip-enrol", action="store_true")
+    parser.add_argument("--threads", type=int, default=0, help="torch and faiss threads (0: all)")
     args = parser.parse_args()
+    if args.threads:
+        import faiss
+        import torch
+
+        torch.set_num_threads(args.threads)
+        faiss.omp_set_num_threads(args.threads)
     sizes = [int(s) for s in args.sizes.split(",")]
-    print(f"cpu: {cpu_model()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}")
+    print(
+        f"cpu: {cpu_model()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}, "
+        f"threads {args.threads or 'all'}"
+    )
     frame = read_metadata(args.metadata)
     root = args.metadata.parent
     split = frame["md_split"] if "md_split" in frame.columns else pd.Series("train", frame.index)

@@ -62,7 +62,7 @@ from wildreid.errors import (
     NotFoundError,
 )
 from wildreid.index.kinds import build_index, load_index
-from wildreid.index.protocol import VectorIndex
+from wildreid.index.protocol import PAD_ID, SearchResult, VectorIndex
 from wildreid.matching.identification import Aggregation, decide, rank_identities
 from wildreid.types import Candidate, Embeddings, EmbeddingSpace
 
@@ -581,25 +581,36 @@ class Catalogue:
         self._refresh()
         policy = self.policy
         start = time.perf_counter()
-        with self._lock:
-            n = len(self._index)
-            k = n if filters.active else min(policy.k_images, n)
-            matrix = np.ascontiguousarray(vector[None], dtype=np.float32)
-            gallery = dict(self._gallery)
-            hits = self._index.search(matrix, max(k, 1)) if n else None
         allowed: list[tuple[str, float]] = []
         outside: list[tuple[str, float]] = []
-        if hits is not None:
-            for image_id, score in hits.row(0):
-                if image_id not in gallery:
-                    continue
-                _, species, location, date = gallery[image_id]
-                if filters.admits(species, location, date):
-                    allowed.append((image_id, score))
-                else:
-                    outside.append((image_id, score))
-        identity_of = {i: v[0] for i, v in gallery.items()}
-        from wildreid.index.protocol import SearchResult
+        identity_of: dict[str, str] = {}
+        with self._lock:
+            n = len(self._index)
+            matrix = np.ascontiguousarray(vector[None], dtype=np.float32)
+            # With filters, search deeper (x8 each round) until the shortlist fills or every
+            # gallery image was seen: a selective filter must not come back empty-handed.
+            k = min(policy.k_images * (8 if filters.active else 1), n)
+            while n:
+                allowed.clear()
+                outside.clear()
+                hits = self._index.search(matrix, k)
+                # Hits come best first: once the shortlist is full, later hits (inside or
+                # outside the filters) cannot change it, nor beat it.
+                for image_id, score in zip(hits.image_ids[0], hits.scores[0], strict=True):
+                    if image_id == PAD_ID or len(allowed) >= policy.k_images:
+                        break
+                    meta = self._gallery.get(image_id)
+                    if meta is None:
+                        continue
+                    identity_of[image_id] = meta[0]
+                    pair = (str(image_id), float(score))
+                    if filters.admits(meta[1], meta[2], meta[3]):
+                        allowed.append(pair)
+                    elif len(outside) < policy.k_images:
+                        outside.append(pair)
+                if len(allowed) >= policy.k_images or k >= n:
+                    break
+                k = min(k * 8, n)
 
         def ranked(pairs: list[tuple[str, float]]) -> list[Candidate]:
             pairs = pairs[: policy.k_images]
