@@ -293,9 +293,10 @@ class Catalogue:
         return cls(Bundle(root), store, **options)
 
     def close(self) -> None:
-        """Save the index and close the store."""
+        """Save the index (if it changed since it was read or saved) and close the store."""
         with self._lock:
-            self._save_index()
+            if self._saved != self._index_state():
+                self._save_index()
             close = getattr(self.store, "close", None)
             if close is not None:
                 close()
@@ -346,6 +347,9 @@ class Catalogue:
                     index = None
             if index is None:
                 index = build_index("flat", space=self._space, dim=self._space.dim)
+                self._saved: tuple[EmbeddingSpace, frozenset[str]] | None = None
+            else:
+                self._saved = (index.space, frozenset(index.image_ids))
             self._index = index
             if self._sync_index() and self._writable():
                 self._save_index()
@@ -388,11 +392,16 @@ class Catalogue:
         self.store.set_meta("generation", value)
         self._pending_generation = value
 
+    def _index_state(self) -> tuple[EmbeddingSpace, frozenset[str]]:
+        """What the index file must hold: vectors are fixed per (space, image id)."""
+        return self._space, frozenset(self._index.image_ids)
+
     def _save_index(self, *, force: bool = True) -> None:
         if not force and len(self._index) > SAVE_INDEX_MAX:
             return
         if isinstance(self.store, SQLiteStore):
             self._index.save(self.bundle.index_path)
+            self._saved = self._index_state()
 
     def _after_write(self) -> None:
         self._generation = getattr(self, "_pending_generation", self._generation)
