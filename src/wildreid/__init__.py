@@ -10,7 +10,13 @@ import importlib
 import typing
 
 from wildreid.data.images import DEFAULT_MAX_PIXELS, image_size, load_image
-from wildreid.data.importers import import_coco, import_folders, import_table
+from wildreid.data.importers import (
+    detect_format,
+    import_coco,
+    import_dataset,
+    import_folders,
+    import_table,
+)
 from wildreid.data.schema import (
     UNKNOWN_IDENTITY,
     BBox,
@@ -25,12 +31,16 @@ from wildreid.data.splits import SplitConfig, SplitSummary, make_split, read_spl
 from wildreid.data.stats import DatasetStats, dataset_stats
 from wildreid.data.synthetic import SynthConfig, SynthResult, generate_synthetic
 from wildreid.errors import (
+    CatalogueError,
     ConfigError,
     DataError,
+    DuplicateError,
     EmbeddingSpaceError,
     ImageReadError,
     IndexBackendError,
     MetadataError,
+    NotFoundError,
+    SchemaVersionError,
     UnknownComponentError,
     WeightsError,
     WildReIDError,
@@ -95,6 +105,12 @@ _LAZY = {
     "TrainResult": "wildreid.training.trainer",
     "train": "wildreid.training.trainer",
     "tune": "wildreid.training.tuning",
+    "Catalogue": "wildreid.catalogue",
+    "CatalogueStore": "wildreid.catalogue",
+    "DecisionPolicy": "wildreid.catalogue",
+    "Filters": "wildreid.catalogue",
+    "MemoryStore": "wildreid.catalogue",
+    "create_app": "wildreid.service",
 }
 
 
@@ -117,9 +133,14 @@ __all__ = [
     "UNKNOWN_IDENTITY",
     "BBox",
     "Candidate",
+    "Catalogue",
+    "CatalogueError",
+    "CatalogueStore",
     "ConfigError",
     "DataError",
     "DatasetStats",
+    "DecisionPolicy",
+    "DuplicateError",
     "EmbedResult",
     "Embedder",
     "EmbedderConfig",
@@ -131,6 +152,7 @@ __all__ = [
     "EvaluationResult",
     "ExtractorConfig",
     "FeatureCache",
+    "Filters",
     "Identification",
     "ImageReadError",
     "IndexBackendError",
@@ -140,13 +162,16 @@ __all__ = [
     "LossSpec",
     "MatcherConfig",
     "Matches",
+    "MemoryStore",
     "MetadataError",
     "ModelCard",
+    "NotFoundError",
     "PairMatcher",
     "Problem",
     "Protocol",
     "RerankConfig",
     "Reranker",
+    "SchemaVersionError",
     "SearchResult",
     "SplitConfig",
     "SplitSummary",
@@ -164,7 +189,9 @@ __all__ = [
     "build_loss",
     "build_matcher",
     "check_metadata",
+    "create_app",
     "dataset_stats",
+    "detect_format",
     "dump_config",
     "embed_dataset",
     "evaluate_dataset",
@@ -175,6 +202,7 @@ __all__ = [
     "identify",
     "image_size",
     "import_coco",
+    "import_dataset",
     "import_folders",
     "import_table",
     "list_models",

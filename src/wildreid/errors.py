@@ -8,12 +8,16 @@ Messages name the file, row or field at fault and say what to do about it.
 from __future__ import annotations
 
 __all__ = [
+    "CatalogueError",
     "ConfigError",
     "DataError",
+    "DuplicateError",
     "EmbeddingSpaceError",
     "ImageReadError",
     "IndexBackendError",
     "MetadataError",
+    "NotFoundError",
+    "SchemaVersionError",
     "UnknownComponentError",
     "WeightsError",
     "WildReIDError",
@@ -76,3 +80,27 @@ class IndexBackendError(WildReIDError):
     """A vector index backend is unavailable or its file is unreadable."""
 
     exit_code = 7
+
+
+class CatalogueError(WildReIDError):
+    """A catalogue operation cannot be done; the catalogue was left unchanged."""
+
+    exit_code = 8
+
+
+class NotFoundError(CatalogueError):
+    """A catalogue, individual, image, query or decision does not exist."""
+
+    exit_code = 9
+
+
+class DuplicateError(CatalogueError):
+    """Something that must be unique (an image id, a photo, an individual id) already exists."""
+
+    exit_code = 10
+
+
+class SchemaVersionError(CatalogueError):
+    """A catalogue database was written by a newer wildreid (or is not a catalogue)."""
+
+    exit_code = 11

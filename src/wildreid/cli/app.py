@@ -12,11 +12,12 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from wildreid.cli import data, models
+from wildreid.cli import catalogue, data, models
 from wildreid.cli.demo import demo
 from wildreid.cli.embed import embed
 from wildreid.cli.evaluate import evaluate
 from wildreid.cli.match import match
+from wildreid.cli.serve import serve
 from wildreid.cli.train import train
 from wildreid.cli.tune import tune
 from wildreid.errors import WildReIDError
@@ -47,12 +48,14 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
+app.add_typer(catalogue.app, name="catalogue")
 app.command()(embed)
 app.command()(evaluate)
 app.command()(match)
 app.command()(demo)
 app.command()(train)
 app.command()(tune)
+app.command()(serve)
 
 
 @app.callback()

@@ -81,14 +81,6 @@ class ImportFormat(StrEnum):
     coco = "coco"
 
 
-def _detect_format(source: Path) -> ImportFormat:
-    if source.is_dir():
-        return ImportFormat.folders
-    if source.suffix.lower() == ".json":
-        return ImportFormat.coco
-    return ImportFormat.table
-
-
 def _parse_column_mapping(pairs: list[str]) -> dict[str, str]:
     mapping = {}
     for pair in pairs:
@@ -137,17 +129,15 @@ def import_(
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} already exists; pass --overwrite to replace it")
     root = root if root is not None else out.parent
-    kind = _detect_format(source) if format_ is ImportFormat.auto else format_
-    if kind is ImportFormat.folders:
-        frame = importers.import_folders(source, root=root, species=species)
-    elif kind is ImportFormat.coco:
-        frame = importers.import_coco(
-            source, root=root, image_dir=image_dir, identity_field=identity_field
-        )
-    else:
-        frame = importers.import_table(
-            source, root=root, columns=_parse_column_mapping(column or [])
-        )
+    frame = importers.import_dataset(
+        source,
+        kind=format_.value,
+        root=root,
+        species=species,
+        columns=_parse_column_mapping(column or []),
+        image_dir=image_dir,
+        identity_field=identity_field,
+    )
     problems = schema.validate_metadata(frame, root=root, check_files=check_files)
     if problems:
         _raise_problems(source, problems)

@@ -40,8 +40,11 @@ from wildreid.errors import ConfigError, MetadataError
 __all__ = [
     "COCO_IDENTITY_FIELDS",
     "IMAGE_SUFFIXES",
+    "IMPORT_FORMATS",
     "derive_image_id",
+    "detect_format",
     "import_coco",
+    "import_dataset",
     "import_folders",
     "import_table",
 ]
@@ -451,3 +454,48 @@ def import_coco(
         )
     columns = [*REQUIRED_COLUMNS, "species", "bbox", "landmarks", "date"]
     return pd.DataFrame(rows, columns=columns, dtype=str)
+
+
+IMPORT_FORMATS = ("folders", "table", "coco")
+"""Source formats :func:`import_dataset` reads (:func:`detect_format` picks one by the source)."""
+
+
+def detect_format(source: str | os.PathLike[str]) -> str:
+    """The import format of ``source``: a folder is ``folders``, a ``.json`` file ``coco``,
+    anything else a ``table``."""
+    source = Path(source)
+    if source.is_dir():
+        return "folders"
+    if source.suffix.lower() == ".json":
+        return "coco"
+    return "table"
+
+
+def import_dataset(
+    source: str | os.PathLike[str],
+    *,
+    kind: str = "auto",
+    root: str | os.PathLike[str] | None = None,
+    species: str | None = None,
+    columns: Mapping[str, str] | None = None,
+    image_dir: str | None = None,
+    identity_field: str = "identity",
+) -> pd.DataFrame:
+    """Import ``source`` with the importer of ``kind`` (``"auto"``: :func:`detect_format`).
+
+    ``species`` applies to ``folders``, ``columns`` to ``table``, ``image_dir`` and
+    ``identity_field`` to ``coco``; see those importers.
+
+    Raises:
+        ConfigError: an unknown format.
+        MetadataError: the source cannot be read (as the chosen importer says).
+    """
+    if kind == "auto":
+        kind = detect_format(source)
+    if kind == "folders":
+        return import_folders(source, root=root, species=species)
+    if kind == "coco":
+        return import_coco(source, root=root, image_dir=image_dir, identity_field=identity_field)
+    if kind == "table":
+        return import_table(source, root=root, columns=columns)
+    raise ConfigError(f"import format {kind!r} not in {('auto', *IMPORT_FORMATS)}")
