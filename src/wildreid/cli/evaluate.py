@@ -13,6 +13,7 @@ from wildreid.cli.options import (
     DeviceOpt,
     ModelOpt,
     PrecisionOpt,
+    RuntimeOpt,
     SkipBadOpt,
     WeightsOpt,
     WorkersOpt,
@@ -63,6 +64,7 @@ def evaluate(
     workers: WorkersOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
+    runtime: RuntimeOpt = "auto",
     skip_bad_images: SkipBadOpt = False,
     cache_dir: CacheDirOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
@@ -76,6 +78,7 @@ def evaluate(
         device=device,
         precision=precision,
         skip_bad_images=skip_bad_images,
+        runtime=runtime,
     )
     with progress_callback("embedding") as progress:
         run = evaluate_dataset(
