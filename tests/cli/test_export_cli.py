@@ -72,3 +72,10 @@ def test_embed_refuses_onnx_without_metadata(lions: Path, tmp_path: Path) -> Non
     onnx.save(proto, str(plain))
     code, _, err = run("embed", lions, "--out", tmp_path / "e.npz", "--model", plain, *FAST)
     assert code == 5 and "wildreid export MODEL --format onnx" in err
+
+
+def test_int8_needs_calibration_images(tmp_path: Path) -> None:
+    out = tmp_path / "m.onnx"
+    code, _, err = run("export", "efficientnet-lite0", "--int8", "--out", out)
+    assert code == 2 and "--int8 needs --calibration" in err
+    assert not out.exists()

@@ -25,6 +25,7 @@ from wildreid.models.compiled import CompiledCache
 from wildreid.models.embedder import Embedder, EmbedderConfig
 from wildreid.models.factory import EmbeddingModel, load_model
 from wildreid.models.onnx_export import export_onnx, onnx_model_proto, read_onnx
+from wildreid.models.quantize import calibration_batches, quantize_int8
 
 TOLERANCE = 1e-4
 """Largest difference allowed between a compiled runtime's unit vectors and torch's, per value
@@ -212,3 +213,26 @@ def test_missing_runtime_package_says_what_to_install(monkeypatch: pytest.Monkey
     # auto falls back to torch (with a warning) rather than failing
     embedder = Embedder(tiny_model(), config=CPU)
     assert embedder.runtime == "torch"
+
+
+def test_int8_is_calibrated_on_given_images_and_gets_its_own_space(tmp_path: Path) -> None:
+    metadata = write_dataset(tmp_path)
+    model = tiny_model()
+    batches = calibration_batches(metadata, root=tmp_path, space=SPACE, n_images=6, batch_size=4)
+    assert [b.shape for b in batches] == [(4, 3, 24, 32), (2, 3, 24, 32)]
+    out = tmp_path / "int8.onnx"
+    space, check = quantize_int8(model.module, out, space=SPACE, card=CARD, calibration=batches)
+    assert check.passed and check.min_cosine > 0.9
+    loaded = read_onnx(out)
+    assert loaded.space == space and space.model == "tiny-conv@int8"
+    assert space.weights_sha256 != SPACE.weights_sha256  # int8 vectors never mix with fp32 ones
+    assert any(node.op_type == "QuantizeLinear" for node in onnx.load(str(out)).graph.node)
+    config = dataclasses.replace(CPU, runtime="onnxruntime")
+    got = Embedder(loaded, config=config).embed_images(metadata, root=tmp_path).embeddings
+    expected = (
+        Embedder(model, config=dataclasses.replace(CPU, runtime="torch"))
+        .embed_images(metadata, root=tmp_path)
+        .embeddings
+    )
+    assert got.space == dataclasses.replace(space, dim=8)
+    assert (got.vectors * expected.vectors).sum(axis=1).min() > 0.9

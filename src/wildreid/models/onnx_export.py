@@ -44,6 +44,7 @@ __all__ = [
     "export_onnx",
     "onnx_model_proto",
     "read_onnx",
+    "set_metadata",
 ]
 
 logger = logging.getLogger(__name__)
@@ -153,6 +154,14 @@ def onnx_model_proto(module: nn.Module, space: EmbeddingSpace, card: ModelCard) 
             f"{space.model}: torch cannot export the network to ONNX: {exc}"
         ) from exc
     proto = onnx.load_from_string(buffer.getvalue())
+    set_metadata(proto, space, card)
+    return proto
+
+
+def set_metadata(proto: Any, space: EmbeddingSpace, card: ModelCard) -> None:
+    """Write our ``metadata_props`` (format, space, card) into an ``onnx.ModelProto``."""
+    import onnx
+
     props = {
         _KEY_FORMAT: FORMAT,
         _KEY_SPACE: space.to_json(),
@@ -160,7 +169,6 @@ def onnx_model_proto(module: nn.Module, space: EmbeddingSpace, card: ModelCard) 
     }
     onnx.helper.set_model_props(proto, props)
     proto.producer_name = "wildreid"
-    return proto
 
 
 def export_onnx(
