@@ -41,6 +41,10 @@ def export(
             dir_okay=False,
         ),
     ] = None,
+    root: Annotated[
+        Path | None,
+        typer.Option(help="Folder calibration image paths are relative to [default: CSV's]."),
+    ] = None,
     calibration_images: Annotated[
         int, typer.Option("--calibration-images", min=1, help="Images used to calibrate.")
     ] = 128,
@@ -64,7 +68,7 @@ def export(
         from wildreid.models.quantize import calibration_batches, quantize_int8
         from wildreid.pipeline import load_dataset
 
-        frame, folder = load_dataset(calibration)
+        frame, folder = load_dataset(calibration, root=root)
         batches = calibration_batches(frame, root=folder, space=space, n_images=calibration_images)
         space, check = quantize_int8(
             loaded.module, out, space=space, card=loaded.card, calibration=batches

@@ -46,6 +46,7 @@ __all__ = [
     "EvaluationResult",
     "Protocol",
     "evaluate_embeddings",
+    "evaluate_scores",
     "protocol_from_split",
     "split_from_column",
 ]
@@ -360,11 +361,46 @@ def evaluate_embeddings(
 ) -> EvaluationResult:
     """Rank the gallery for every query by cosine similarity and compute the metrics.
 
+    The cosine similarities go to :func:`evaluate_scores`, whose arguments and result these are.
+
+    Raises:
+        ConfigError: an image has no embedding, or as :func:`evaluate_scores`.
+        DataError: as :func:`evaluate_scores`.
+    """
+    for ids, role in ((protocol.query_ids, "query"), (protocol.gallery_ids, "gallery")):
+        _lookup(metadata, ids, ["identity"], role)  # names ids absent from the metadata first
+    scores = (
+        _unit_vectors(embeddings, protocol.query_ids, "query")
+        @ _unit_vectors(embeddings, protocol.gallery_ids, "gallery").T
+    )
+    return evaluate_scores(
+        metadata,
+        protocol,
+        scores,
+        exclude_same=exclude_same,
+        threshold=threshold,
+        open_set=open_set,
+    )
+
+
+def evaluate_scores(
+    metadata: pd.DataFrame,
+    protocol: Protocol,
+    scores: npt.NDArray[np.float32],
+    *,
+    exclude_same: Sequence[str] = (),
+    threshold: float | None = None,
+    open_set: bool | None = None,
+) -> EvaluationResult:
+    """Rank the gallery for every query by ``scores`` (higher is more similar) and compute the
+    metrics.
+
     Args:
         metadata: the metadata table (``image_id``, ``identity`` and the ``exclude_same``
             columns are used).
         protocol: queries and gallery, e.g. from :func:`protocol_from_split`.
-        embeddings: vectors covering every query and gallery image.
+        scores: (Q, G) pair scores, queries and gallery in protocol order: cosine
+            similarities, or re-ranked scores (:mod:`wildreid.matching.rerank`). Not modified.
         exclude_same: keys: a metadata column, or columns joined by ``+``; a gallery item
             sharing the query's non-empty value of any key is not compared with that query
             (see the module docstring).
@@ -404,10 +440,16 @@ def evaluate_embeddings(
     columns = ["identity", *(c for c in needed if c != "identity")]
     queries = _lookup(metadata, protocol.query_ids, columns, "query")
     gallery = _lookup(metadata, protocol.gallery_ids, columns, "gallery")
-    scores = (
-        _unit_vectors(embeddings, protocol.query_ids, "query")
-        @ _unit_vectors(embeddings, protocol.gallery_ids, "gallery").T
-    )
+    expected = (len(protocol.query_ids), len(protocol.gallery_ids))
+    if scores.shape != expected:
+        raise ConfigError(f"scores of shape {scores.shape}, but the protocol has {expected}")
+    scores = np.array(scores, dtype=np.float32)
+    if np.isnan(scores).any():
+        q, g = np.argwhere(np.isnan(scores))[0]
+        raise ConfigError(
+            f"the score of query {protocol.query_ids[q]!r} and gallery item "
+            f"{protocol.gallery_ids[g]!r} is NaN"
+        )
     valid = ~_exclusions(queries, gallery, keys)
     lonely = np.flatnonzero(~valid.any(axis=1))
     if lonely.size:
