@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -34,3 +35,11 @@ def tiny_dataset(tmp_path: Path) -> Path:
     metadata = tmp_path / "metadata.csv"
     pd.DataFrame(rows).to_csv(metadata, index=False)
     return metadata
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _compiled_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Compiled models go to a session folder, not ~/.cache (shared by the session's tests)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WILDREID_CACHE_DIR", str(tmp_path_factory.mktemp("wildreid-cache")))
+        yield

@@ -37,6 +37,7 @@ from wildreid.matching.rerank import RerankConfig, Reranker, RerankResult, short
 from wildreid.models.cache import EmbeddingCache
 from wildreid.models.embedder import Embedder, EmbedderConfig, EmbedResult
 from wildreid.models.factory import DEFAULT_MODEL, load_model
+from wildreid.models.onnx_export import read_onnx
 from wildreid.types import LocalFeatures
 from wildreid.viz.keypoint_matches import render_keypoint_matches
 
@@ -75,10 +76,23 @@ def embed_dataset(
     cache_dir: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
 ) -> EmbedResult:
-    """Embed every row of ``metadata`` with ``model`` (see :class:`Embedder`)."""
-    loaded = load_model(model, device=config.device, weights=weights)
+    """Embed every row of ``metadata`` with ``model`` (see :class:`Embedder`).
+
+    ``model`` may also be an ONNX file written by ``wildreid export`` (run with a compiled
+    runtime; its vectors are in the exported model's space).
+
+    Raises:
+        ConfigError: ``weights`` given with an ONNX file.
+        WeightsError: an ONNX file without wildreid's metadata.
+    """
     cache = EmbeddingCache(cache_dir) if cache_dir is not None else None
-    embedder = Embedder(loaded, config=config, cache=cache)
+    if str(model).endswith(".onnx"):
+        if weights is not None:
+            raise ConfigError(f"--weights cannot be combined with the ONNX file {model}")
+        embedder = Embedder(read_onnx(model), config=config, cache=cache)
+    else:
+        loaded = load_model(model, device=config.device, weights=weights)
+        embedder = Embedder(loaded, config=config, cache=cache)
     return embedder.embed_images(metadata, root=root, progress=progress)
 
 
@@ -225,7 +239,11 @@ def evaluate_dataset(
             progress=progress,
         )
         embeddings, skipped = embedded.embeddings, embedded.skipped
-        source = {"model": str(model), "weights": str(weights) if weights else "default"}
+        source = {
+            "model": str(model),
+            "weights": str(weights) if weights else "default",
+            "runtime": embedded.runtime,
+        }
     reranker = extraction = None
     if rerank is not None:
         reranker = Reranker(rerank)

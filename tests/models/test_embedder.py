@@ -37,7 +37,7 @@ SPACE = EmbeddingSpace(
     std=(0.25, 0.2, 0.3),
     crop_mode="stretch",
 )
-CPU = EmbedderConfig(device="cpu", batch_size=4, workers=0)
+CPU = EmbedderConfig(device="cpu", batch_size=4, workers=0, runtime="torch")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,6 +16,7 @@ from wildreid.cli import catalogue, data, models
 from wildreid.cli.demo import demo
 from wildreid.cli.embed import embed
 from wildreid.cli.evaluate import evaluate
+from wildreid.cli.export import export
 from wildreid.cli.match import match
 from wildreid.cli.serve import serve
 from wildreid.cli.train import train
@@ -56,6 +57,7 @@ app.command()(demo)
 app.command()(train)
 app.command()(tune)
 app.command()(serve)
+app.command()(export)
 
 
 @app.callback()

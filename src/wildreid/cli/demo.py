@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from wildreid.cli.options import DeviceOpt, ModelOpt, WorkersOpt
+from wildreid.cli.options import DeviceOpt, ModelOpt, RuntimeOpt, WorkersOpt
 from wildreid.cli.output import progress_callback, stdout_console
 from wildreid.models.cards import DEFAULT_MODEL
 
@@ -24,6 +24,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed of the dataset.")] = 0,
     model: ModelOpt = DEFAULT_MODEL,
     device: DeviceOpt = "auto",
+    runtime: RuntimeOpt = "auto",
     workers: WorkersOpt = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
     rerank: Annotated[
@@ -52,7 +53,7 @@ def demo(
             identities=identities,
             seed=seed,
             model=model,
-            config=EmbedderConfig(device=device, workers=workers),
+            config=EmbedderConfig(device=device, workers=workers, runtime=runtime),
             overwrite=overwrite,
             rerank=rerank_settings,
             progress=stage,

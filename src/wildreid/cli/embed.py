@@ -13,6 +13,7 @@ from wildreid.cli.options import (
     DeviceOpt,
     ModelOpt,
     PrecisionOpt,
+    RuntimeOpt,
     SkipBadOpt,
     WeightsOpt,
     WorkersOpt,
@@ -36,6 +37,7 @@ def embed(
     workers: WorkersOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
+    runtime: RuntimeOpt = "auto",
     skip_bad_images: SkipBadOpt = False,
     cache_dir: CacheDirOpt = None,
 ) -> None:
@@ -50,6 +52,7 @@ def embed(
         device=device,
         precision=precision,
         skip_bad_images=skip_bad_images,
+        runtime=runtime,
     )
     with progress_callback("embedding") as progress:
         result = embed_dataset(
@@ -69,6 +72,6 @@ def embed(
         f"wrote {out}: {len(embeddings)} vectors of dim {embeddings.dim} "
         f"({result.n_computed} computed, {result.n_cached} cached, "
         f"{len(result.skipped)} skipped) in {result.seconds:.1f} s\n"
-        f"space: {embeddings.space.describe()}",
+        f"space: {embeddings.space.describe()}  runtime: {result.runtime}",
         highlight=False,
     )

@@ -18,6 +18,7 @@ from wildreid.cli.options import (
     PairScoreOpt,
     PrecisionOpt,
     RerankOpt,
+    RuntimeOpt,
     ShortlistOpt,
     SkipBadOpt,
     WeightsOpt,
@@ -79,6 +80,7 @@ def evaluate(
     workers: WorkersOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
+    runtime: RuntimeOpt = "auto",
     skip_bad_images: SkipBadOpt = False,
     cache_dir: CacheDirOpt = None,
     rerank: RerankOpt = None,
@@ -105,6 +107,7 @@ def evaluate(
         device=device,
         precision=precision,
         skip_bad_images=skip_bad_images,
+        runtime=runtime,
     )
     tuning = {
         "--shortlist": shortlist,

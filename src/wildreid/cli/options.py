@@ -21,6 +21,7 @@ __all__ = [
     "PairScoreOpt",
     "PrecisionOpt",
     "RerankOpt",
+    "RuntimeOpt",
     "ShortlistOpt",
     "SkipBadOpt",
     "WeightsOpt",
@@ -49,6 +50,14 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cud
 PrecisionOpt = Annotated[
     str, typer.Option("--precision", help="auto, fp32, bf16 or fp16 (see docs).")
 ]
+RuntimeOpt = Annotated[
+    str,
+    typer.Option(
+        "--runtime",
+        help="auto, torch, onnxruntime or openvino; auto: the fastest measured on CPU "
+        "(openvino), torch on GPU.",
+    ),
+]
 SkipBadOpt = Annotated[
     bool,
     typer.Option("--skip-bad-images", help="Skip unreadable images (counted) instead of stopping."),
@@ -63,7 +72,13 @@ CacheDirOpt = Annotated[
 
 
 def embedder_config(
-    *, batch_size: int, workers: int | None, device: str, precision: str, skip_bad_images: bool
+    *,
+    batch_size: int,
+    workers: int | None,
+    device: str,
+    precision: str,
+    skip_bad_images: bool,
+    runtime: str = "auto",
 ) -> EmbedderConfig:
     """The embedder configuration the options describe (validated by EmbedderConfig)."""
     from wildreid.models.embedder import EmbedderConfig  # deferred: imports torch
@@ -74,6 +89,7 @@ def embedder_config(
         device=device,
         precision=precision,  # type: ignore[arg-type]  # EmbedderConfig validates it
         skip_bad_images=skip_bad_images,
+        runtime=runtime,
     )
 
 

@@ -310,7 +310,9 @@ def validate(
 
     The :class:`~wildreid.models.embedder.Embedder` embeds the validation images with the
     inference preprocessing (no augmentation) from a copy of ``net`` in eval mode; the val
-    queries are ranked against the val gallery (closed set).
+    queries are ranked against the val gallery (closed set). It runs with torch: the
+    weights change between validations while the space does not, so a compiled copy would be
+    both stale and costly.
     """
     embedder = Embedder(
         _Snapshot(module=net, space=space),
@@ -321,6 +323,7 @@ def validate(
             precision=config.train.precision,
             channels_last=config.train.channels_last,
             skip_bad_images=config.data.skip_bad_images,
+            runtime="torch",  # the weights change every epoch: compiling would not pay off
         ),
     )
     result = embedder.embed_images(data.val, root=data.root)

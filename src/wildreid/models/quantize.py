@@ -1,0 +1,147 @@
+"""int8 post-training quantization of an exported embedding model, calibrated on the user's images.
+
+ONNX Runtime's static quantizer (QDQ format: int8 weights per output channel, uint8 activations,
+min-max ranges) runs the fp32 graph on calibration images taken from the user's own gallery
+(preprocessed exactly as the embedder does) and writes a graph both ONNX Runtime and OpenVINO run
+in int8.
+
+int8 vectors are *not* in the fp32 model's space (they differ by more than rounding), so the
+quantized file gets its own :class:`~wildreid.types.EmbeddingSpace`: model ``<name>@int8``,
+weights SHA-256 of the quantized graph. Caches and indexes keep the two apart. Measure the
+accuracy change on your data before switching (docs/benchmarks.md has LionData's).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from wildreid.data.dataset import ImageDataset, iterate_batches
+from wildreid.data.transforms import Resize, normalize
+from wildreid.errors import ConfigError, DataError, WeightsError
+from wildreid.files import atomic_path
+from wildreid.models.cards import ModelCard
+from wildreid.models.onnx_export import (
+    ExportCheck,
+    check_onnx,
+    onnx_model_proto,
+    set_metadata,
+)
+from wildreid.models.runtimes import import_runtime
+from wildreid.types import EmbeddingSpace
+
+__all__ = ["INT8_MIN_COSINE", "calibration_batches", "quantize_int8"]
+
+logger = logging.getLogger(__name__)
+
+INT8_MIN_COSINE = 0.9
+"""An int8 graph whose vectors point elsewhere than torch's (cosine below this on the check's
+sample images) is broken, not merely less precise: it is not written."""
+
+
+def calibration_batches(
+    metadata: pd.DataFrame,
+    *,
+    root: str | os.PathLike[str],
+    space: EmbeddingSpace,
+    n_images: int = 128,
+    batch_size: int = 16,
+) -> list[np.ndarray]:
+    """Up to ``n_images`` rows spread evenly over ``metadata``, preprocessed as the embedder does.
+
+    Shapes:
+        returns: batches (b, 3, H, W) float32, normalised.
+
+    Raises:
+        DataError: no row is readable (unreadable rows are skipped).
+    """
+    if n_images < 1:
+        raise ConfigError(f"calibration needs at least 1 image, got {n_images}")
+    picks = np.unique(np.linspace(0, len(metadata) - 1, min(n_images, len(metadata))).astype(int))
+    resize = Resize.from_space(space)
+    dataset = ImageDataset(
+        Path(root), metadata, transform=resize, target_size=resize.target_size,
+        indices=picks.tolist(),
+    )  # fmt: skip
+    batches = []
+    for batch in iterate_batches(dataset, batch_size=batch_size):
+        if batch.images is not None:
+            images = normalize(batch.images, mean=space.mean, std=space.std)
+            batches.append(images.numpy().astype(np.float32))
+    if not batches:
+        raise DataError("none of the calibration images could be read; check --calibration")
+    return batches
+
+
+def quantize_int8(
+    module: Any,
+    out: str | os.PathLike[str],
+    *,
+    space: EmbeddingSpace,
+    card: ModelCard,
+    calibration: list[np.ndarray],
+) -> tuple[EmbeddingSpace, ExportCheck]:
+    """Export ``module``, quantize it to int8 with ``calibration`` batches, write ``out``.
+
+    Returns:
+        The int8 file's space and its check against torch (fp32) on sample images.
+
+    Raises:
+        WeightsError: the network does not export, or the int8 graph fails
+            :data:`INT8_MIN_COSINE` (``out`` left as it was).
+        ConfigError: onnxruntime is missing.
+    """
+    import onnx
+
+    import_runtime("onnxruntime")
+    from onnxruntime import quantization as q
+
+    class _Reader(q.CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self._items: Iterator[np.ndarray] = iter(calibration)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            item = next(self._items, None)
+            return None if item is None else {"images": item}
+
+    with tempfile.TemporaryDirectory(prefix="wildreid-int8-") as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        prepared = Path(tmp) / "prepared.onnx"
+        int8 = Path(tmp) / "int8.onnx"
+        onnx.save(onnx_model_proto(module, space, card), os.fspath(fp32))
+        q.quant_pre_process(os.fspath(fp32), os.fspath(prepared), skip_symbolic_shape=True)
+        q.quantize_static(
+            os.fspath(prepared), os.fspath(int8), _Reader(),
+            quant_format=q.QuantFormat.QDQ, per_channel=True,
+            activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
+            calibrate_method=q.CalibrationMethod.MinMax,
+        )  # fmt: skip
+        proto = onnx.load(os.fspath(int8))
+    del proto.metadata_props[:]
+    digest = hashlib.sha256(proto.SerializeToString()).hexdigest()
+    int8_space = dataclasses.replace(space, model=f"{space.model}@int8", weights_sha256=digest)
+    int8_card = dataclasses.replace(
+        card, name=int8_space.model, weights_source=f"int8 of {card.weights_source}",
+        weights_sha256=digest, summary=f"int8 (ONNX Runtime static quantization) of {card.name}",
+    )  # fmt: skip
+    set_metadata(proto, int8_space, int8_card)
+    out = Path(out)
+    with atomic_path(out) as path:
+        onnx.save(proto, os.fspath(path))
+        check = check_onnx(module, path, space, min_cosine=INT8_MIN_COSINE, max_rel_diff=np.inf)
+        if not check.passed:
+            raise WeightsError(
+                f"{space.model}: the int8 graph does not reproduce torch ({check.describe()}); "
+                f"{out} was not written. Try more or other --calibration images"
+            )
+    logger.info("wrote %s (int8): %s", out, check.describe())
+    return int8_space, check

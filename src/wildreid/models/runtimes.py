@@ -1,0 +1,164 @@
+"""Inference runtimes for the embedder: PyTorch eager, ONNX Runtime and OpenVINO.
+
+``runtime="auto"`` is resolved in one place, :func:`resolve_runtime`: on a CPU it is
+:data:`CPU_DEFAULT` (the fastest measured, see ``docs/benchmarks.md``), on a GPU it is torch.
+The compiled runtimes run the same weights exported to ONNX (:mod:`wildreid.models.onnx_export`)
+in fp32, so their vectors stay in the model's :class:`~wildreid.types.EmbeddingSpace`: they agree
+with torch's to about 1e-5 in cosine similarity (tested), like a change of batch size does.
+
+OpenVINO is pinned to fp32 inference (``INFERENCE_PRECISION_HINT=f32``): on CPUs with AMX or
+AVX512-BF16 it would otherwise run in bf16 and leave the space.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import logging
+import os
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from wildreid.errors import ConfigError, UnknownComponentError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "COMPILED_RUNTIMES",
+    "CPU_DEFAULT",
+    "RUNTIMES",
+    "Runner",
+    "import_runtime",
+    "open_runner",
+    "resolve_runtime",
+    "runtime_version",
+]
+
+logger = logging.getLogger(__name__)
+
+RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
+"""The ``runtime`` values the embedder accepts."""
+COMPILED_RUNTIMES = ("onnxruntime", "openvino")
+"""The runtimes that run an exported ONNX graph."""
+CPU_DEFAULT = "openvino"
+"""What ``auto`` means on a CPU: the fastest runtime measured by ``benchmarks/bench_runtimes.py``
+(EfficientNet-Lite0/1/2, see docs/benchmarks.md)."""
+_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+
+
+class Runner(Protocol):
+    """A compiled network: ``(B, 3, H, W)`` float32 normalised -> ``(B, D)`` float32 features."""
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+def check_runtime(runtime: str) -> None:
+    """Raise UnknownComponentError unless ``runtime`` is one of :data:`RUNTIMES`."""
+    if runtime not in RUNTIMES:
+        raise UnknownComponentError(
+            f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}"
+        )
+
+
+def resolve_runtime(runtime: str, device: torch.device, *, precision: str = "auto") -> str:
+    """The runtime to use: ``auto`` becomes torch on a GPU (or with a reduced precision) and
+    :data:`CPU_DEFAULT` on a CPU.
+
+    Raises:
+        UnknownComponentError: not one of :data:`RUNTIMES`.
+        ConfigError: a compiled runtime asked for on a GPU or with bf16/fp16 precision.
+    """
+    check_runtime(runtime)
+    if runtime == "auto":
+        if device.type != "cpu" or precision not in ("auto", "fp32"):
+            return "torch"
+        return CPU_DEFAULT
+    if runtime != "torch":
+        if device.type != "cpu":
+            raise ConfigError(
+                f"runtime {runtime} runs on the CPU only, not on {device}; use --runtime torch "
+                "on a GPU"
+            )
+        if precision not in ("auto", "fp32"):
+            raise ConfigError(
+                f"runtime {runtime} runs in fp32; precision {precision} needs --runtime torch"
+            )
+    return runtime
+
+
+def import_runtime(runtime: str) -> ModuleType:
+    """Import a compiled runtime's Python package.
+
+    Raises:
+        ConfigError: the package is not installed (the message says what to install).
+    """
+    package = _PACKAGES[runtime]
+    try:
+        return importlib.import_module(package)
+    except ImportError as exc:
+        raise ConfigError(
+            f"runtime {runtime} needs the Python package {package!r}, which is not installed: "
+            f"`pip install {package}` (or `uv add {package}`), or use --runtime torch"
+        ) from exc
+
+
+def runtime_version(runtime: str) -> str:
+    """The installed version of a runtime's package (of torch for ``torch``)."""
+    package = "torch" if runtime == "torch" else _PACKAGES[runtime]
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        import_runtime(runtime)  # raises the install hint
+        return "unknown"
+
+
+def open_runner(runtime: str, onnx_path: Path, *, work_dir: Path | None = None) -> Runner:
+    """Compile an ONNX file for the CPU with ``runtime``.
+
+    Args:
+        work_dir: a folder the runtime may keep its compiled form in (OpenVINO's blob cache);
+            ``None``: compile in memory every time.
+
+    Raises:
+        ConfigError: the runtime's package is missing.
+    """
+    if runtime == "onnxruntime":
+        return _OrtRunner(import_runtime(runtime), onnx_path)
+    if runtime == "openvino":
+        return _OpenVinoRunner(import_runtime(runtime), onnx_path, work_dir)
+    raise ConfigError(
+        f"runtime {runtime!r} does not run ONNX files; use one of {COMPILED_RUNTIMES}"
+    )
+
+
+class _OrtRunner:
+    def __init__(self, ort: ModuleType, onnx_path: Path) -> None:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only
+        self._session = ort.InferenceSession(
+            str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self._input = self._session.get_inputs()[0].name
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        feed = {self._input: np.ascontiguousarray(batch, dtype=np.float32)}
+        out: Any = self._session.run(None, feed)[0]
+        return np.asarray(out, dtype=np.float32)
+
+
+class _OpenVinoRunner:
+    def __init__(self, ov: ModuleType, onnx_path: Path, work_dir: Path | None) -> None:
+        core = ov.Core()
+        if work_dir is not None:
+            core.set_property({"CACHE_DIR": os.fspath(work_dir)})
+        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        self._compiled = core.compile_model(os.fspath(onnx_path), "CPU", config)
+        self._request = self._compiled.create_infer_request()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        result = self._request.infer([np.ascontiguousarray(batch, dtype=np.float32)])
+        return np.array(result[self._compiled.output(0)], dtype=np.float32)
