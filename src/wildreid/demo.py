@@ -14,13 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from wildreid.data.schema import load_dataset
 from wildreid.data.synthetic import SynthConfig, generate_synthetic
 from wildreid.embeddings_file import save_embeddings
 from wildreid.index.kinds import build_index
 from wildreid.matching.identification import identify
 from wildreid.models.embedder import EmbedderConfig
 from wildreid.models.factory import DEFAULT_MODEL
-from wildreid.pipeline import EvaluationRun, embed_dataset, evaluate_dataset, load_dataset
+from wildreid.pipeline import EvaluationRun, embed_dataset, evaluate_dataset
 from wildreid.types import Identification
 
 __all__ = ["DemoResult", "identity_top_k", "run_demo"]

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from wildreid.data.schema import check_metadata, read_metadata
+from wildreid.data.schema import load_dataset
 from wildreid.data.splits import read_split
 from wildreid.embeddings_file import load_embeddings
 from wildreid.errors import ConfigError
@@ -35,24 +35,6 @@ __all__ = ["EvaluationRun", "embed_dataset", "evaluate_dataset", "load_dataset"]
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
-
-
-def load_dataset(
-    metadata_path: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None
-) -> tuple[pd.DataFrame, Path]:
-    """Read and check a metadata CSV (files are checked when they are read).
-
-    Returns:
-        The table and the folder its paths are relative to (``root``, else the CSV's folder).
-
-    Raises:
-        MetadataError: the table is unreadable or invalid (every problem listed).
-    """
-    metadata_path = Path(metadata_path)
-    frame = read_metadata(metadata_path)
-    folder = Path(root) if root is not None else metadata_path.parent
-    check_metadata(frame, root=folder, source=metadata_path, check_files=False)
-    return frame, folder
 
 
 def embed_dataset(

@@ -279,6 +279,28 @@ class EmbeddingNet(nn.Module):
         """
         return self.head.forward_pair(self.backbone(x))
 
+    own_loss_name: str | None = None
+    """The name of the loss term :meth:`forward_train` adds (``None``: none)."""
+
+    def own_loss_names(self) -> list[str]:
+        """``[own_loss_name]`` or ``[]`` (the extra ``metrics.csv`` column)."""
+        return [] if self.own_loss_name is None else [self.own_loss_name]
+
+    def module_groups(self) -> dict[str, nn.Module]:
+        """The submodules the trainer gives parameter groups, by name (see
+        :func:`wildreid.training.components.net_parameter_groups`)."""
+        return {"backbone": self.backbone, "head": self.head}
+
+    def forward_train(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`forward_features_pair` and the network's own loss term (0 here; a landmark
+        network adds its heatmap reconstruction loss).
+
+        Shapes:
+            output: (B, D), (B, D) and a scalar.
+        """
+        pre, post = self.forward_features_pair(x)
+        return pre, post, x.new_zeros(())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         embedding: torch.Tensor = self.head(self.backbone(x))
         return embedding

@@ -23,12 +23,14 @@ from wildreid.training.augment import AugmentConfig
 from wildreid.training.data import VAL_KINDS
 
 __all__ = [
+    "GROUP_NAMES",
     "DataConfig",
     "ModelConfig",
     "OptimConfig",
     "RunConfig",
     "SamplerConfig",
     "ScheduleConfig",
+    "StageConfig",
     "TrainConfig",
     "check_config",
 ]
@@ -187,6 +189,37 @@ class OptimConfig:
             raise InvalidValue("momentum", f"must be below 1, got {self.momentum!r}")
 
 
+GROUP_NAMES = ("all", "stem", "backbone", "head", "reconstruction", "loss")
+"""Parameter groups a stage can train: ``stem`` is the first convolution of a landmark
+network (widened to take the heatmaps), ``backbone`` the rest of the backbone, ``loss`` every
+loss's parameters (classifier weights, centres), ``all`` everything."""
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One stage of a run (an item of ``schedule.stages``).
+
+    Attributes:
+        epochs: how long the stage lasts; ``null`` (last stage only) for the rest of the run.
+        train: the parameter groups that learn (:data:`GROUP_NAMES`); the others are frozen
+            (no gradient, their BatchNorms in eval mode).
+        lr_scale: every rate of the schedule is multiplied by this during the stage.
+    """
+
+    epochs: int | None = None
+    train: tuple[str, ...] = ("all",)
+    lr_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.epochs is not None:
+            _int("epochs", self.epochs, 1)
+        if not self.train:
+            raise InvalidValue("train", f"name at least one group of {', '.join(GROUP_NAMES)}")
+        for name in self.train:
+            _choice("train", name, GROUP_NAMES)
+        _number("lr_scale", self.lr_scale, 0.0, open_low=True)
+
+
 @dataclass(frozen=True)
 class ScheduleConfig:
     """Epochs and the learning-rate schedule (``schedule:``), stepped every iteration.
@@ -204,6 +237,10 @@ class ScheduleConfig:
         min_lr_ratio: the cosine floor, as a fraction of the peak rate.
         freeze_backbone_epochs: the first epochs train only the head and the loss
             parameters (backbone frozen, its BatchNorms in eval mode).
+        stages: consecutive stages, each training some parameter groups at a scaled rate
+            (see :class:`StageConfig`); epochs after the last stage train everything.
+            ``freeze_backbone_epochs: n`` is the stage ``{epochs: n, train: [stem, head,
+            reconstruction, loss]}``.
         freeze_backbone_bn: keep the backbone's BatchNorm running statistics at their
             pretrained values for the whole run (BatchNorms in eval mode; their scale and
             shift still learn). P x K batches of a few animals, augmented, can be a poor
@@ -222,6 +259,7 @@ class ScheduleConfig:
     min_lr_ratio: float = 0.0
     freeze_backbone_epochs: int = 0
     freeze_backbone_bn: bool = False
+    stages: tuple[StageConfig, ...] = ()
 
     def __post_init__(self) -> None:
         _int("epochs", self.epochs, 1)
@@ -244,6 +282,46 @@ class ScheduleConfig:
                 "freeze_backbone_epochs",
                 f"must be at most epochs ({self.epochs}), got {self.freeze_backbone_epochs}",
             )
+        if self.stages and self.freeze_backbone_epochs:
+            raise InvalidValue(
+                "stages", "give stages or freeze_backbone_epochs, not both (a stage can freeze)"
+            )
+        fixed = [stage.epochs for stage in self.stages[:-1]]
+        if any(e is None for e in fixed):
+            raise InvalidValue("stages", "only the last stage may leave out its epochs")
+        if (
+            sum(e for e in fixed if e is not None)
+            + ((self.stages[-1].epochs or 0) if self.stages else 0)
+            > self.epochs
+        ):
+            raise InvalidValue("stages", f"the stages last longer than epochs ({self.epochs})")
+
+    def stage_plan(self) -> tuple[StageConfig, ...]:
+        """The stages, with ``freeze_backbone_epochs`` as a first stage and the last one
+        running to the end."""
+        stages = self.stages or (
+            (StageConfig(self.freeze_backbone_epochs, ("stem", "head", "reconstruction", "loss")),)
+            if self.freeze_backbone_epochs
+            else ()
+        )
+        used = sum(stage.epochs or 0 for stage in stages)
+        if stages and stages[-1].epochs is None:
+            return (
+                *stages[:-1],
+                StageConfig(self.epochs - used, stages[-1].train, stages[-1].lr_scale),
+            )
+        if used < self.epochs:
+            return (*stages, StageConfig(self.epochs - used))
+        return tuple(stages)
+
+    def stage_at(self, epoch: int) -> StageConfig:
+        """The stage of ``epoch`` (0-based)."""
+        end = 0
+        for stage in self.stage_plan():
+            end += stage.epochs or 0
+            if epoch < end:
+                return stage
+        return self.stage_plan()[-1]
 
 
 @dataclass(frozen=True)

@@ -84,8 +84,11 @@ class LabelEncoder:
 
     @classmethod
     def from_identities(cls, identities: Iterable[str]) -> LabelEncoder:
-        """The encoder of the distinct values of ``identities``."""
-        return cls(tuple(sorted({str(name) for name in identities})))
+        """The encoder of the distinct values of ``identities`` (``pandas.factorize``, sorted)."""
+        _, uniques = pd.factorize(
+            pd.Series([str(name) for name in identities], dtype=object), sort=True
+        )
+        return cls(tuple(str(name) for name in uniques))
 
     @property
     def num_classes(self) -> int:
@@ -101,15 +104,15 @@ class LabelEncoder:
         Raises:
             ConfigError: an identity is not one of :attr:`identities` (the message names it).
         """
-        index = {name: label for label, name in enumerate(self.identities)}
         names = [str(name) for name in identities]
-        missing = sorted(set(names) - index.keys())
-        if missing:
+        labels = pd.Index(self.identities, dtype=object).get_indexer(pd.Index(names, dtype=object))
+        if (labels < 0).any():
+            missing = sorted({n for n, label in zip(names, labels, strict=True) if label < 0})
             raise ConfigError(
                 f"identity {missing[0]!r} is not among the {self.num_classes} training "
                 f"identities ({len(missing)} unknown in all); labels exist only for those"
             )
-        return np.array([index[name] for name in names], dtype=np.int64)
+        return np.asarray(labels, dtype=np.int64)
 
     def decode(self, labels: Iterable[int]) -> list[str]:
         """The identity of each label.
