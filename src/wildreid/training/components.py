@@ -39,6 +39,8 @@ from wildreid.losses import CompositeLoss, LossOutput, build_loss
 from wildreid.models.embedder import Embedder, EmbedderConfig
 from wildreid.models.factory import EmbeddingModel
 from wildreid.models.heads import EmbeddingNet, NetConfig, build_backbone
+from wildreid.models.landmark import first_conv_name, widen_first_conv
+from wildreid.models.landmark_embedder import LandmarkEmbedConfig, embed_with_landmarks
 from wildreid.models.weights import check_state_dict_fits
 from wildreid.training.config import ModelConfig, ScheduleConfig, TrainConfig
 from wildreid.training.data import TrainingData
@@ -94,7 +96,15 @@ def build_net(base: EmbeddingModel, config: ModelConfig) -> tuple[EmbeddingNet, 
         embedding_dim=config.embedding_dim,
         bnneck=config.bnneck,
         backbone_kwargs=dict(source.config.backbone_kwargs),
+        landmarks=tuple(config.landmarks),
+        radius_frac=config.landmark_radius_frac,
+        reconstruction_weight=config.reconstruction_weight,
     )
+    if source.landmarks and source.landmarks != net_config.landmarks:
+        raise ConfigError(
+            f"model.landmarks {list(net_config.landmarks)} differ from the base "
+            f"{base.card.name}'s {list(source.landmarks)} (names and order must match)"
+        )
     input_size = config.input_size or base.card.input_size
     rank = _probe_rank(net_config, input_size)
     if config.pooling != "none" and rank not in (None, 4):
@@ -104,8 +114,16 @@ def build_net(base: EmbeddingModel, config: ModelConfig) -> tuple[EmbeddingNet, 
         )
     net = EmbeddingNet.from_config(net_config)
     state = source.backbone.state_dict()
+    if net.landmarks and not source.landmarks:
+        state = widen_first_conv(state, first_conv_name(net.backbone), 3 + len(net.landmarks))
     check_state_dict_fits(net.backbone, state, what=f"{base.card.name} backbone")
     net.backbone.load_state_dict(state)
+    if config.keep_head:
+        head = source.head.state_dict()
+        check_state_dict_fits(net.head, head, what=f"{base.card.name} head (model.keep_head)")
+        net.head.load_state_dict(head)
+        if net.reconstruction is not None and source.reconstruction is not None:
+            net.reconstruction.load_state_dict(source.reconstruction.state_dict())
     return net, (int(input_size[0]), int(input_size[1]))
 
 
@@ -351,8 +369,27 @@ def validate(
 
     The :class:`~wildreid.models.embedder.Embedder` embeds the validation images with the
     inference preprocessing (no augmentation) from a copy of ``net`` in eval mode; the val
-    queries are ranked against the val gallery (closed set).
+    queries are ranked against the val gallery (closed set). A landmark network is fed the
+    annotated landmarks (:func:`~wildreid.models.landmark_embedder.embed_with_landmarks`).
     """
+    if net.landmarks:
+        was_training = net.training
+        embedded = embed_with_landmarks(
+            net,
+            space,
+            data.val,
+            root=data.root,
+            config=LandmarkEmbedConfig(batch_size=config.train.eval_batch_size, device=str(device)),
+        )
+        net.train(was_training)
+        landmark_eval = evaluate_embeddings(
+            data.val,
+            protocol_from_split(data.val, data.val_split),
+            embedded.embeddings,
+            open_set=False,
+        )
+        keys = ("top1", "top5", "mAP", "mINP")
+        return {k: float(landmark_eval.metrics[k]) for k in keys if k in landmark_eval.metrics}
     embedder = Embedder(
         _Snapshot(module=net, space=space),
         config=EmbedderConfig(

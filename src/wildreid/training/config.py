@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from wildreid.config import InvalidValue
+from wildreid.data.landmarks import LandmarkAugment
 from wildreid.errors import ConfigError
 from wildreid.losses import LossSpec, bnneck_baseline_specs
 from wildreid.models.cards import DEFAULT_MODEL
@@ -114,6 +115,14 @@ class ModelConfig:
         bnneck: a BNNeck after the projection (metric losses read before it, classifiers
             and inference after it).
         input_size: ``[height, width]`` replacing the base's input size.
+        landmarks: Landmark-Id: the landmark names (metadata ``landmarks`` keys) fed as
+            heatmap channels after RGB, in this order; the first convolution is widened to
+            ``3 + k`` inputs (pretrained RGB filters kept). Empty: an RGB network.
+        landmark_radius_frac: heatmap blob radius, as a fraction of the image size.
+        reconstruction_weight: ``alpha``: add the reconstruction block and the loss term
+            ``alpha * BCE(reconstruction, input heatmaps)``; ``null`` for none.
+        keep_head: start from the base's head (and reconstruction block) too, not a fresh
+            head: stage 2 of Landmark-Id continues a stage-1 run this way.
     """
 
     base: str = DEFAULT_MODEL
@@ -122,6 +131,10 @@ class ModelConfig:
     embedding_dim: int | None = 512
     bnneck: bool = True
     input_size: tuple[int, int] | None = None
+    landmarks: tuple[str, ...] = ()
+    landmark_radius_frac: float = 0.05
+    reconstruction_weight: float | None = None
+    keep_head: bool = False
 
     def __post_init__(self) -> None:
         if not self.base.strip():
@@ -133,6 +146,13 @@ class ModelConfig:
         if self.input_size is not None:
             for value in self.input_size:
                 _int("input_size", value, 8)
+        if len(set(self.landmarks)) != len(self.landmarks):
+            raise InvalidValue("landmarks", f"names repeat: {list(self.landmarks)}")
+        _number("landmark_radius_frac", self.landmark_radius_frac, 0.0, 1.0, open_low=True)
+        if self.reconstruction_weight is not None:
+            _number("reconstruction_weight", self.reconstruction_weight, 0.0)
+            if not self.landmarks:
+                raise InvalidValue("reconstruction_weight", "needs landmarks to reconstruct")
 
 
 @dataclass(frozen=True)
@@ -373,6 +393,10 @@ def _default_losses() -> tuple[LossSpec, ...]:
     return tuple(bnneck_baseline_specs())
 
 
+def _landmark_augment() -> LandmarkAugment:
+    return LandmarkAugment(rotation_deg=360.0, zoom=0.2, translate=0.2, nla=True)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run needs; the resolved tree is saved as ``config.yaml``.
@@ -380,6 +404,9 @@ class TrainConfig:
     Attributes:
         losses: weighted loss terms (``name``, ``weight``, ``params``); default: the BNNeck
             baseline (label-smoothed cross-entropy + batch-hard triplet + centre loss).
+        landmark_augment: the augmentation of a landmark network (``model.landmarks``), which
+            replaces ``augment``: one random affine warp (rotation, zoom, translation) of the
+            image and its landmarks, NLA, MLA (:class:`~wildreid.data.landmarks.LandmarkAugment`).
     """
 
     data: DataConfig
@@ -387,6 +414,7 @@ class TrainConfig:
     losses: tuple[LossSpec, ...] = field(default_factory=_default_losses)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    landmark_augment: LandmarkAugment = field(default_factory=_landmark_augment)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: RunConfig = field(default_factory=RunConfig)

@@ -26,6 +26,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +37,7 @@ from torch.utils.data import Dataset
 
 from wildreid.data.dataset import BadImage, bbox_tuple
 from wildreid.data.images import DEFAULT_MAX_PIXELS, load_image
+from wildreid.data.landmarks import landmark_points, landmark_table
 from wildreid.data.schema import UNKNOWN_IDENTITY
 from wildreid.data.splits import SplitConfig, make_split, summarize_split
 from wildreid.errors import ConfigError, DataError, ImageReadError, MetadataError
@@ -308,13 +310,19 @@ class TrainDataset(Dataset[TrainSample | BadImage]):
         rows: the rows (e.g. :attr:`TrainingData.train`), indexed by metadata position.
         labels: the encoder; every row's identity must be one of its identities.
         transform: picklable ``PIL image -> (3, h, w) tensor`` (e.g. from
-            :func:`~wildreid.training.augment.build_train_transform`).
+            :func:`~wildreid.training.augment.build_train_transform`); with ``landmarks``,
+            ``(PIL image, (k, 3) points) -> (3 + k, h, w)``
+            (:class:`~wildreid.data.landmarks.LandmarkInput`).
         target_size: ``(width, height)`` for reduced JPEG decoding; ``None`` takes the
             transform's ``target_size`` attribute if it has one, else decodes at full size.
         max_pixels: passed to ``load_image``.
+        landmarks: Landmark-Id: the landmark names, in channel order; images then decode at
+            full size and the ``landmarks`` column is read (:func:`landmark_table`).
 
     Raises:
-        MetadataError: a column is missing or a ``bbox`` cell is invalid (names the row).
+        MetadataError: a column is missing, a ``bbox`` or ``landmarks`` cell is invalid, a
+            landmark is unknown to the model or lies outside its image (names the row and
+            landmark).
         ConfigError: a row's identity has no label.
     """
 
@@ -327,6 +335,7 @@ class TrainDataset(Dataset[TrainSample | BadImage]):
         transform: Callable[[Image.Image], torch.Tensor],
         target_size: tuple[int, int] | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        landmarks: Sequence[str] = (),
     ) -> None:
         missing = [c for c in ("image_id", "identity", "path") if c not in rows.columns]
         if missing:
@@ -343,6 +352,10 @@ class TrainDataset(Dataset[TrainSample | BadImage]):
         self._paths = rows["path"].astype(str).tolist()
         cells = rows["bbox"].fillna("").astype(str) if "bbox" in rows.columns else [""] * len(rows)
         self._bboxes = [bbox_tuple(c, p) for c, p in zip(cells, self.positions, strict=True)]
+        self.landmark_names = tuple(landmarks)
+        self._points = landmark_table(rows, self.landmark_names) if landmarks else None
+        if self._points is not None:
+            self.target_size = None  # landmarks are in full-resolution pixels
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -355,7 +368,17 @@ class TrainDataset(Dataset[TrainSample | BadImage]):
             )
         except ImageReadError as exc:
             return BadImage(self.positions[i], self._ids[i], str(path), str(exc))
-        return self.transform(image), int(self.labels[i])
+        if self._points is None:
+            return self.transform(image), int(self.labels[i])
+        points = landmark_points(
+            self._points[i],
+            bbox=self._bboxes[i],
+            size=(image.height, image.width),
+            where=f"metadata row {self.positions[i]} (image_id {self._ids[i]!r})",
+            names=self.landmark_names,
+        )
+        transform = cast(Callable[[Image.Image, Any], torch.Tensor], self.transform)
+        return transform(image, points), int(self.labels[i])
 
 
 @dataclass(frozen=True)

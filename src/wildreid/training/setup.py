@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from wildreid.data.dataset import worker_context
+from wildreid.data.landmarks import LandmarkInput
 from wildreid.data.schema import load_dataset
 from wildreid.data.splits import read_split
 from wildreid.device import autocast_dtype
@@ -109,14 +110,30 @@ def build_setup(config: TrainConfig, ctx: DistContext, *, run_dir: Path) -> RunS
         crop_mode=card.crop_mode,
         dim=card.embedding_dim,
     )
-    transform = build_train_transform(
-        cfg.augment,
-        input_size=input_size,
-        mean=card.mean,
-        std=card.std,
-        crop_mode=card.crop_mode,
+    transform: Any
+    if cfg.model.landmarks:
+        transform = LandmarkInput(
+            input_size=input_size,
+            mean=card.mean,
+            std=card.std,
+            radius_frac=cfg.model.landmark_radius_frac,
+            augment=cfg.landmark_augment,
+        )
+    else:
+        transform = build_train_transform(
+            cfg.augment,
+            input_size=input_size,
+            mean=card.mean,
+            std=card.std,
+            crop_mode=card.crop_mode,
+        )
+    dataset = TrainDataset(
+        data.root,
+        data.train,
+        labels=data.labels,
+        transform=transform,
+        landmarks=cfg.model.landmarks,
     )
-    dataset = TrainDataset(data.root, data.train, labels=data.labels, transform=transform)
     sampler = PKSampler(
         dataset.labels,
         p=cfg.sampler.p,

@@ -359,7 +359,7 @@ class Trainer:
             )
         log = RunLog(
             self.run_dir,
-            loss_names=s.losses.order,
+            loss_names=[*s.losses.order, *s.net.own_loss_names()],
             history=self._book.history,
             start_step=self._book.step,
             enabled=ctx.is_main,
