@@ -28,7 +28,10 @@ from wildreid.evaluation.protocol import (
 from wildreid.evaluation.report import ReportFiles, write_report
 from wildreid.models.cache import EmbeddingCache
 from wildreid.models.embedder import Embedder, EmbedderConfig, EmbedResult
-from wildreid.models.factory import DEFAULT_MODEL, load_model
+from wildreid.models.factory import DEFAULT_MODEL, EmbeddingModel, load_model
+from wildreid.models.heads import EmbeddingNet
+from wildreid.models.landmark_embedder import LandmarkEmbedConfig, embed_with_landmarks
+from wildreid.models.landmark_predictor import load_landmark_predictor
 
 __all__ = ["EvaluationRun", "embed_dataset", "evaluate_dataset", "load_dataset"]
 
@@ -46,12 +49,61 @@ def embed_dataset(
     config: EmbedderConfig = EmbedderConfig(),
     cache_dir: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
+    landmarks: str | None = None,
+    landmark_model: str | os.PathLike[str] | None = None,
 ) -> EmbedResult:
-    """Embed every row of ``metadata`` with ``model`` (see :class:`Embedder`)."""
+    """Embed every row of ``metadata`` with ``model`` (see :class:`Embedder`).
+
+    A Landmark-Id model (its card lists landmarks) is fed heatmaps of the ``landmarks``
+    source: ``annotated`` (the default; the metadata column), ``predicted`` (by the predictor
+    ``landmark_model``) or ``none`` (zero heatmaps); see
+    :func:`~wildreid.models.landmark_embedder.embed_with_landmarks`.
+
+    Raises:
+        ConfigError: ``landmarks`` given for a model that takes none, or ``predicted``
+            without ``landmark_model``.
+    """
     loaded = load_model(model, device=config.device, weights=weights)
+    if loaded.card.landmarks:
+        return _embed_with_landmarks(
+            loaded, metadata, root=root, config=config, source=landmarks, predictor=landmark_model
+        )
+    if landmarks not in (None, "none"):
+        raise ConfigError(
+            f"--landmarks {landmarks}: model {loaded.card.name} takes no landmarks (its card "
+            "lists none); leave the option out"
+        )
     cache = EmbeddingCache(cache_dir) if cache_dir is not None else None
     embedder = Embedder(loaded, config=config, cache=cache)
     return embedder.embed_images(metadata, root=root, progress=progress)
+
+
+def _embed_with_landmarks(
+    loaded: EmbeddingModel,
+    metadata: pd.DataFrame,
+    *,
+    root: str | os.PathLike[str],
+    config: EmbedderConfig,
+    source: str | None,
+    predictor: str | os.PathLike[str] | None,
+) -> EmbedResult:
+    net = loaded.module
+    if not isinstance(net, EmbeddingNet):
+        raise ConfigError(f"{loaded.card.name} lists landmarks but is not a landmark network")
+    device = str(next(net.parameters()).device)
+    settings = LandmarkEmbedConfig(
+        source=source or "annotated", batch_size=config.batch_size, device=device
+    )
+    if settings.source == "predicted" and predictor is None:
+        raise ConfigError("--landmarks predicted needs --landmark-model (a predictor run)")
+    loaded_predictor = (
+        load_landmark_predictor(predictor, device=device)
+        if settings.source == "predicted" and predictor is not None
+        else None
+    )
+    return embed_with_landmarks(
+        net, loaded.space, metadata, root=root, config=settings, predictor=loaded_predictor
+    )
 
 
 @dataclass(frozen=True)
@@ -80,6 +132,8 @@ def evaluate_dataset(
     n_examples: int = 24,
     title: str | None = None,
     progress: Progress | None = None,
+    landmarks: str | None = None,
+    landmark_model: str | os.PathLike[str] | None = None,
 ) -> EvaluationRun:
     """Evaluate queries against the gallery and write ``metrics.json`` and ``report.html``.
 
@@ -118,9 +172,13 @@ def evaluate_dataset(
             config=config,
             cache_dir=cache_dir,
             progress=progress,
+            landmarks=landmarks,
+            landmark_model=landmark_model,
         )
         embeddings, skipped = embedded.embeddings, embedded.skipped
         source = {"model": str(model), "weights": str(weights) if weights else "default"}
+        if landmarks is not None:
+            source["landmarks"] = landmarks
     protocol = protocol.without(image_id for image_id, _ in skipped)
     result = evaluate_embeddings(
         metadata, protocol, embeddings, exclude_same=exclude_same, threshold=threshold

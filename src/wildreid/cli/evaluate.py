@@ -11,6 +11,8 @@ from wildreid.cli.options import (
     BatchSizeOpt,
     CacheDirOpt,
     DeviceOpt,
+    LandmarkModelOpt,
+    LandmarksOpt,
     ModelOpt,
     PrecisionOpt,
     SkipBadOpt,
@@ -65,6 +67,8 @@ def evaluate(
     precision: PrecisionOpt = "auto",
     skip_bad_images: SkipBadOpt = False,
     cache_dir: CacheDirOpt = None,
+    landmarks: LandmarksOpt = None,
+    landmark_model: LandmarkModelOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
 ) -> None:
     """Evaluate queries (split test/query) against the gallery (gallery rows, else train)."""
@@ -91,6 +95,8 @@ def evaluate(
             threshold=threshold,
             config=config,
             cache_dir=cache_dir,
+            landmarks=landmarks,
+            landmark_model=landmark_model,
             n_examples=examples,
             progress=progress,
         )

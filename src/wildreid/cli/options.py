@@ -14,6 +14,8 @@ __all__ = [
     "BatchSizeOpt",
     "CacheDirOpt",
     "DeviceOpt",
+    "LandmarkModelOpt",
+    "LandmarksOpt",
     "ModelOpt",
     "PrecisionOpt",
     "SkipBadOpt",
@@ -64,3 +66,17 @@ def embedder_config(
         precision=precision,  # type: ignore[arg-type]  # EmbedderConfig validates it
         skip_bad_images=skip_bad_images,
     )
+
+
+LandmarksOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--landmarks",
+        help="Landmark-Id models: annotated (metadata landmarks column), predicted (needs "
+        "--landmark-model) or none (zero heatmaps) [default: annotated].",
+    ),
+]
+LandmarkModelOpt = Annotated[
+    Path | None,
+    typer.Option("--landmark-model", help="Landmark predictor run folder (for predicted)."),
+]

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import torch
 import torch.nn.functional as F  # noqa: N812 (the usual name)
+from PIL import Image
 
 from wildreid.data.dataset import bbox_tuple
 from wildreid.data.images import load_image
@@ -43,7 +46,7 @@ class LandmarkSource(Protocol):
 
     names: tuple[str, ...]
 
-    def predict(self, images: list[object]) -> np.ndarray: ...
+    def predict(self, images: Sequence[Image.Image]) -> npt.NDArray[np.float32]: ...
 
 
 @dataclass(frozen=True)

@@ -26,13 +26,11 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from wildreid.data.dataset import BadImage, bbox_tuple
@@ -332,7 +330,7 @@ class TrainDataset(Dataset[TrainSample | BadImage]):
         rows: pd.DataFrame,
         *,
         labels: LabelEncoder,
-        transform: Callable[[Image.Image], torch.Tensor],
+        transform: Callable[..., torch.Tensor],
         target_size: tuple[int, int] | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         landmarks: Sequence[str] = (),
@@ -377,8 +375,7 @@ class TrainDataset(Dataset[TrainSample | BadImage]):
             where=f"metadata row {self.positions[i]} (image_id {self._ids[i]!r})",
             names=self.landmark_names,
         )
-        transform = cast(Callable[[Image.Image, Any], torch.Tensor], self.transform)
-        return transform(image, points), int(self.labels[i])
+        return self.transform(image, points), int(self.labels[i])
 
 
 @dataclass(frozen=True)
