@@ -16,6 +16,7 @@ from wildreid.cli import data, models
 from wildreid.cli.demo import demo
 from wildreid.cli.embed import embed
 from wildreid.cli.evaluate import evaluate
+from wildreid.cli.experiment import app as experiment_app
 from wildreid.cli.train import train
 from wildreid.cli.tune import tune
 from wildreid.errors import WildReIDError
@@ -51,6 +52,7 @@ app.command()(evaluate)
 app.command()(demo)
 app.command()(train)
 app.command()(tune)
+app.add_typer(experiment_app, name="experiment")
 
 
 @app.callback()

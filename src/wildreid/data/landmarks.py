@@ -231,8 +231,10 @@ class LandmarkInput:
     radius_frac: float = 0.05
     augment: LandmarkAugment | None = None
 
-    def __call__(self, image: Image.Image, points: Points) -> torch.Tensor:
+    def __call__(self, image: Image.Image, points: Points | None = None) -> torch.Tensor:
         h, w = self.input_size
+        if points is None:
+            points = np.zeros((0, 3), np.float32)
         source = np.asarray(image.convert("RGB"), dtype=np.uint8)
         sy, sx = h / source.shape[0], w / source.shape[1]
         pixels: Any = cv2.resize(source, (w, h), interpolation=cv2.INTER_AREA)

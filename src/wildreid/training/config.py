@@ -407,6 +407,9 @@ class TrainConfig:
         landmark_augment: the augmentation of a landmark network (``model.landmarks``), which
             replaces ``augment``: one random affine warp (rotation, zoom, translation) of the
             image and its landmarks, NLA, MLA (:class:`~wildreid.data.landmarks.LandmarkAugment`).
+        augment_kind: ``standard`` (``augment``) or ``landmark`` (``landmark_augment``, the
+            Landmark-Id recipe; always used by a landmark network, and set for an RGB
+            baseline trained the same way).
     """
 
     data: DataConfig
@@ -415,6 +418,7 @@ class TrainConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     landmark_augment: LandmarkAugment = field(default_factory=_landmark_augment)
+    augment_kind: Literal["standard", "landmark"] = "standard"
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: RunConfig = field(default_factory=RunConfig)
@@ -423,6 +427,7 @@ class TrainConfig:
         if not self.losses:
             raise InvalidValue("losses", "give at least one loss")
         names = [spec.name for spec in self.losses]
+        _choice("augment_kind", self.augment_kind, ("standard", "landmark"))
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
             raise InvalidValue("losses", f"{repeated[0]!r} is listed twice")

@@ -111,7 +111,7 @@ def build_setup(config: TrainConfig, ctx: DistContext, *, run_dir: Path) -> RunS
         dim=card.embedding_dim,
     )
     transform: Any
-    if cfg.model.landmarks:
+    if cfg.model.landmarks or cfg.augment_kind == "landmark":
         transform = LandmarkInput(
             input_size=input_size,
             mean=card.mean,
