@@ -64,7 +64,9 @@ def test_a_few_epochs_lift_validation_map(
     seed_all(0)
     ctx = init_distributed("cpu")
     setup = build_setup(config, ctx, run_dir=tmp_path / "untrained")
-    before = validate(setup.net, space=setup.space, data=setup.data, config=config, device=ctx.device)
+    before = validate(
+        setup.net, space=setup.space, data=setup.data, config=config, device=ctx.device
+    )
     result = train(config, out_dir=tmp_path / "run")
     after = result.best_metrics
     print(losses[0]["name"], before["mAP"], after["mAP"], [r["val_mAP"] for r in result.history])

@@ -105,19 +105,19 @@ class ExperimentScale:
 SCALES: dict[str, ExperimentScale] = {
     "cpu": ExperimentScale(
         synth=SynthConfig(
-            identities=60, size_px=64, train_examples=6, gallery_examples=2, query_examples=2
+            identities=32, size_px=64, train_examples=6, gallery_examples=2, query_examples=2
         ),
         base="efficientnet-lite0",
         input_size=(64, 64),
-        epochs=12,
+        epochs=10,
         head_epochs=2,
         stage2_recon_epochs=2,
-        stage2_epochs=8,
+        stage2_epochs=6,
         p=8,
         k=4,
         batches_per_epoch=None,
         lr=1e-3,
-        predictor_epochs=8,
+        predictor_epochs=6,
         threads=1,
     ),
     "paper": ExperimentScale(
