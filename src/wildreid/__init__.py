@@ -95,7 +95,7 @@ _LAZY = {
     "write_report": "wildreid.evaluation.report",
     "embed_dataset": "wildreid.pipeline",
     "evaluate_dataset": "wildreid.pipeline",
-    "load_dataset": "wildreid.pipeline",
+    "load_dataset": "wildreid.data.schema",
     "run_demo": "wildreid.demo",
     "load_config": "wildreid.config",
     "dump_config": "wildreid.config",

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wildreid.data.schema import load_dataset
 from wildreid.data.synthetic import SynthConfig, generate_synthetic
 from wildreid.embeddings_file import save_embeddings
 from wildreid.index.kinds import build_index
@@ -23,7 +24,7 @@ from wildreid.matching.identification import identify
 from wildreid.matching.rerank import RerankConfig, rerank_config
 from wildreid.models.embedder import EmbedderConfig
 from wildreid.models.factory import DEFAULT_MODEL
-from wildreid.pipeline import EvaluationRun, embed_dataset, evaluate_dataset, load_dataset
+from wildreid.pipeline import EvaluationRun, embed_dataset, evaluate_dataset
 from wildreid.types import Identification
 
 __all__ = ["DEMO_RERANK", "DemoResult", "identity_top_k", "ranked_identity_top_k", "run_demo"]

@@ -19,7 +19,7 @@ from PIL import Image
 
 from wildreid.data.dataset import bbox_tuple
 from wildreid.data.images import load_image
-from wildreid.data.schema import check_metadata, read_metadata
+from wildreid.data.schema import load_dataset
 from wildreid.data.splits import read_split
 from wildreid.embeddings_file import load_embeddings
 from wildreid.errors import ConfigError
@@ -36,7 +36,10 @@ from wildreid.matching.feature_cache import ExtractionResult, FeatureCache, extr
 from wildreid.matching.rerank import RerankConfig, Reranker, RerankResult, shortlist_recall
 from wildreid.models.cache import EmbeddingCache
 from wildreid.models.embedder import Embedder, EmbedderConfig, EmbedResult
-from wildreid.models.factory import DEFAULT_MODEL, load_model
+from wildreid.models.factory import DEFAULT_MODEL, EmbeddingModel, load_model
+from wildreid.models.heads import EmbeddingNet
+from wildreid.models.landmark_embedder import LandmarkEmbedConfig, embed_with_landmarks
+from wildreid.models.landmark_predictor import load_landmark_predictor
 from wildreid.models.onnx_export import read_onnx
 from wildreid.types import LocalFeatures
 from wildreid.viz.keypoint_matches import render_keypoint_matches
@@ -48,24 +51,6 @@ logger = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 
 
-def load_dataset(
-    metadata_path: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None
-) -> tuple[pd.DataFrame, Path]:
-    """Read and check a metadata CSV (files are checked when they are read).
-
-    Returns:
-        The table and the folder its paths are relative to (``root``, else the CSV's folder).
-
-    Raises:
-        MetadataError: the table is unreadable or invalid (every problem listed).
-    """
-    metadata_path = Path(metadata_path)
-    frame = read_metadata(metadata_path)
-    folder = Path(root) if root is not None else metadata_path.parent
-    check_metadata(frame, root=folder, source=metadata_path, check_files=False)
-    return frame, folder
-
-
 def embed_dataset(
     metadata: pd.DataFrame,
     *,
@@ -75,25 +60,72 @@ def embed_dataset(
     config: EmbedderConfig = EmbedderConfig(),
     cache_dir: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
+    landmarks: str | None = None,
+    landmark_model: str | os.PathLike[str] | None = None,
 ) -> EmbedResult:
     """Embed every row of ``metadata`` with ``model`` (see :class:`Embedder`).
 
     ``model`` may also be an ONNX file written by ``wildreid export`` (run with a compiled
     runtime; its vectors are in the exported model's space).
 
+    A Landmark-Id model (its card lists landmarks) is fed heatmaps of the ``landmarks``
+    source: ``annotated`` (the default; the metadata column), ``predicted`` (by the predictor
+    ``landmark_model``) or ``none`` (zero heatmaps); see
+    :func:`~wildreid.models.landmark_embedder.embed_with_landmarks`.
+
     Raises:
-        ConfigError: ``weights`` given with an ONNX file.
+        ConfigError: ``weights`` given with an ONNX file, ``landmarks`` given for a model that
+            takes none, or ``predicted`` without ``landmark_model``.
         WeightsError: an ONNX file without wildreid's metadata.
     """
     cache = EmbeddingCache(cache_dir) if cache_dir is not None else None
     if str(model).endswith(".onnx"):
         if weights is not None:
             raise ConfigError(f"--weights cannot be combined with the ONNX file {model}")
-        embedder = Embedder(read_onnx(model), config=config, cache=cache)
-    else:
-        loaded = load_model(model, device=config.device, weights=weights)
-        embedder = Embedder(loaded, config=config, cache=cache)
-    return embedder.embed_images(metadata, root=root, progress=progress)
+        return Embedder(read_onnx(model), config=config, cache=cache).embed_images(
+            metadata, root=root, progress=progress
+        )
+    loaded = load_model(model, device=config.device, weights=weights)
+    if loaded.card.landmarks:
+        return _embed_with_landmarks(
+            loaded, metadata, root=root, config=config, source=landmarks, predictor=landmark_model
+        )
+    if landmarks not in (None, "none"):
+        raise ConfigError(
+            f"--landmarks {landmarks}: model {loaded.card.name} takes no landmarks (its card "
+            "lists none); leave the option out"
+        )
+    return Embedder(loaded, config=config, cache=cache).embed_images(
+        metadata, root=root, progress=progress
+    )
+
+
+def _embed_with_landmarks(
+    loaded: EmbeddingModel,
+    metadata: pd.DataFrame,
+    *,
+    root: str | os.PathLike[str],
+    config: EmbedderConfig,
+    source: str | None,
+    predictor: str | os.PathLike[str] | None,
+) -> EmbedResult:
+    net = loaded.module
+    if not isinstance(net, EmbeddingNet):
+        raise ConfigError(f"{loaded.card.name} lists landmarks but is not a landmark network")
+    device = str(next(net.parameters()).device)
+    settings = LandmarkEmbedConfig(
+        source=source or "annotated", batch_size=config.batch_size, device=device
+    )
+    if settings.source == "predicted" and predictor is None:
+        raise ConfigError("--landmarks predicted needs --landmark-model (a predictor run)")
+    loaded_predictor = (
+        load_landmark_predictor(predictor, device=device)
+        if settings.source == "predicted" and predictor is not None
+        else None
+    )
+    return embed_with_landmarks(
+        net, loaded.space, metadata, root=root, config=settings, predictor=loaded_predictor
+    )
 
 
 @dataclass(frozen=True)
@@ -183,6 +215,8 @@ def evaluate_dataset(
     title: str | None = None,
     progress: Progress | None = None,
     stage: Callable[[str], Progress | None] | None = None,
+    landmarks: str | None = None,
+    landmark_model: str | os.PathLike[str] | None = None,
 ) -> EvaluationRun:
     """Evaluate queries against the gallery and write ``metrics.json`` and ``report.html``.
 
@@ -237,6 +271,8 @@ def evaluate_dataset(
             config=config,
             cache_dir=cache_dir,
             progress=progress,
+            landmarks=landmarks,
+            landmark_model=landmark_model,
         )
         embeddings, skipped = embedded.embeddings, embedded.skipped
         source = {
@@ -244,6 +280,8 @@ def evaluate_dataset(
             "weights": str(weights) if weights else "default",
             "runtime": embedded.runtime,
         }
+        if landmarks is not None:
+            source["landmarks"] = landmarks
     reranker = extraction = None
     if rerank is not None:
         reranker = Reranker(rerank)

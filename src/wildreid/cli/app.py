@@ -16,6 +16,7 @@ from wildreid.cli import catalogue, data, models
 from wildreid.cli.demo import demo
 from wildreid.cli.embed import embed
 from wildreid.cli.evaluate import evaluate
+from wildreid.cli.experiment import app as experiment_app
 from wildreid.cli.export import export
 from wildreid.cli.match import match
 from wildreid.cli.serve import serve
@@ -58,6 +59,7 @@ app.command()(train)
 app.command()(tune)
 app.command()(serve)
 app.command()(export)
+app.add_typer(experiment_app, name="experiment")
 
 
 @app.callback()

@@ -11,6 +11,8 @@ from wildreid.cli.options import (
     BatchSizeOpt,
     CacheDirOpt,
     DeviceOpt,
+    LandmarkModelOpt,
+    LandmarksOpt,
     ModelOpt,
     PrecisionOpt,
     RuntimeOpt,
@@ -40,10 +42,13 @@ def embed(
     runtime: RuntimeOpt = "auto",
     skip_bad_images: SkipBadOpt = False,
     cache_dir: CacheDirOpt = None,
+    landmarks: LandmarksOpt = None,
+    landmark_model: LandmarkModelOpt = None,
 ) -> None:
     """Embed every image of a dataset (its bbox crop where given) with one model."""
+    from wildreid.data.schema import load_dataset
     from wildreid.embeddings_file import save_embeddings  # deferred: imports torch
-    from wildreid.pipeline import embed_dataset, load_dataset
+    from wildreid.pipeline import embed_dataset
 
     frame, folder = load_dataset(metadata, root=root)
     config = embedder_config(
@@ -62,6 +67,8 @@ def embed(
             weights=weights,
             config=config,
             cache_dir=cache_dir,
+            landmarks=landmarks,
+            landmark_model=landmark_model,
             progress=progress,
         )
     save_embeddings(result.embeddings, out)

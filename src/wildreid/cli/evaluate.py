@@ -14,6 +14,8 @@ from wildreid.cli.options import (
     DeviceOpt,
     FusionOpt,
     KeypointsOpt,
+    LandmarkModelOpt,
+    LandmarksOpt,
     ModelOpt,
     PairScoreOpt,
     PrecisionOpt,
@@ -89,6 +91,8 @@ def evaluate(
     fusion: FusionOpt = None,
     max_keypoints: KeypointsOpt = None,
     working_size: WorkingSizeOpt = None,
+    landmarks: LandmarksOpt = None,
+    landmark_model: LandmarkModelOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
 ) -> None:
     """Evaluate queries (split test/query) against the gallery (gallery rows, else train).
@@ -151,6 +155,8 @@ def evaluate(
             threshold=threshold,
             config=config,
             cache_dir=cache_dir,
+            landmarks=landmarks,
+            landmark_model=landmark_model,
             n_examples=examples,
             rerank=rerank_settings,
             max_queries=max_queries,

@@ -17,6 +17,8 @@ __all__ = [
     "DeviceOpt",
     "FusionOpt",
     "KeypointsOpt",
+    "LandmarkModelOpt",
+    "LandmarksOpt",
     "ModelOpt",
     "PairScoreOpt",
     "PrecisionOpt",
@@ -148,3 +150,17 @@ def rerank_config(
         "working_size": working_size,
     }
     return build(method, device=device, **{k: v for k, v in given.items() if v is not None})
+
+
+LandmarksOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--landmarks",
+        help="Landmark-Id models: annotated (metadata landmarks column), predicted (needs "
+        "--landmark-model) or none (zero heatmaps) [default: annotated].",
+    ),
+]
+LandmarkModelOpt = Annotated[
+    Path | None,
+    typer.Option("--landmark-model", help="Landmark predictor run folder (for predicted)."),
+]

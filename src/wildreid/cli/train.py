@@ -83,6 +83,12 @@ def train(
         config = out / CONFIG_FILENAME
         if not config.is_file():
             raise ConfigError(f"cannot resume: {out} holds no {CONFIG_FILENAME}; give --config")
+    from wildreid.config import read_yaml
+
+    raw = read_yaml(config)
+    if raw.get("task") == "landmarks":
+        _train_landmarks(raw, out, tuple(overrides or ()), resume=resume, as_json=as_json)
+        return
     settings = load_config(config, TrainConfig, overrides=tuple(overrides or ()))
     check_config(settings)
 
@@ -117,5 +123,37 @@ def train(
     stdout_console().print(
         f"trained {result.epochs_run} epoch(s){stopped} in {result.seconds:.0f} s; {best}\n"
         f"model: {result.checkpoint_path} (use --model {result.run_dir})",
+        highlight=False,
+    )
+
+
+def _train_landmarks(
+    raw: dict[str, Any], out: Path, overrides: tuple[str, ...], *, resume: bool, as_json: bool
+) -> None:
+    """A landmark predictor's config (``task: landmarks``)."""
+    from wildreid.config import load_config
+    from wildreid.training.landmarks import LandmarkTrainConfig, train_landmark_predictor
+
+    if resume:
+        raise ConfigError("--resume is not supported for landmark predictors; train again")
+    settings = load_config(
+        {k: v for k, v in raw.items() if k != "task"}, LandmarkTrainConfig, overrides=overrides
+    )
+    result = train_landmark_predictor(settings, out_dir=out)
+    summary = {
+        "run_dir": str(result.run_dir),
+        "predictor": str(result.predictor_path),
+        "error_pct": result.error_pct,
+        "val_images": result.val_images,
+        "seconds": round(result.seconds, 1),
+    }
+    if as_json:
+        echo_json(summary)
+        return
+    error = "n/a" if result.error_pct is None else f"{result.error_pct:.2f}% of the image size"
+    stdout_console().print(
+        f"trained a landmark predictor in {result.seconds:.0f} s; mean error on "
+        f"{result.val_images} val images: {error}\npredictor: {result.predictor_path} "
+        f"(use --landmarks predicted --landmark-model {result.run_dir})",
         highlight=False,
     )

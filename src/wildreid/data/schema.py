@@ -52,6 +52,7 @@ __all__ = [
     "check_metadata",
     "format_bbox",
     "format_landmarks",
+    "load_dataset",
     "parse_bbox",
     "parse_date",
     "parse_landmarks",
@@ -317,3 +318,21 @@ def check_metadata(
             f"{source}: {len(problems)} problem(s); first: {problems[0]}",
             tuple(str(p) for p in problems),
         )
+
+
+def load_dataset(
+    metadata_path: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None
+) -> tuple[pd.DataFrame, Path]:
+    """Read and check a metadata CSV (files are checked when they are read).
+
+    Returns:
+        The table and the folder its paths are relative to (``root``, else the CSV's folder).
+
+    Raises:
+        MetadataError: the table is unreadable or invalid (every problem listed).
+    """
+    metadata_path = Path(metadata_path)
+    frame = read_metadata(metadata_path)
+    folder = Path(root) if root is not None else metadata_path.parent
+    check_metadata(frame, root=folder, source=metadata_path, check_files=False)
+    return frame, folder

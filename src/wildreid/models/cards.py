@@ -50,6 +50,8 @@ class ModelCard:
         weights_sha256: SHA-256 of the weights file when known in advance, else ``None``
             (computed when loaded).
         summary: one line for people.
+        landmarks: a landmark-aware (Landmark-Id) model's landmark names, in the order of its
+            heatmap input channels; empty for an RGB model.
 
     Raises:
         ConfigError: on creation, when a field is out of range (negative dimension, bad crop
@@ -67,6 +69,7 @@ class ModelCard:
     weights_sha256: str | None = None
     crop_mode: str = "stretch"
     summary: str = ""
+    landmarks: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         where = f"model card {self.name!r}"
@@ -93,6 +96,7 @@ class ModelCard:
             h, w = fields.pop("input_size")
             m0, m1, m2 = fields.pop("mean")
             s0, s1, s2 = fields.pop("std")
+            fields["landmarks"] = tuple(str(n) for n in fields.get("landmarks") or ())
             return cls(
                 input_size=(int(h), int(w)),
                 mean=(float(m0), float(m1), float(m2)),

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from wildreid.errors import ConfigError
+from wildreid.models.landmark import ReconstructionBlock, first_conv_name
 
 __all__ = [
     "POOLINGS",
@@ -157,6 +158,11 @@ class NetConfig:
         bnneck: see :class:`EmbeddingHead`.
         backbone_kwargs: extra ``timm.create_model`` keyword arguments (plain values only,
             e.g. ``{"img_size": 224}``).
+        landmarks: Landmark-Id: names of the heatmap input channels after RGB (the backbone
+            takes ``3 + k`` channels); empty for an RGB network.
+        radius_frac: the heatmap blob radius the network was trained with.
+        reconstruction_weight: ``alpha`` of the reconstruction loss; ``None`` for no
+            reconstruction block.
     """
 
     backbone: str
@@ -164,6 +170,9 @@ class NetConfig:
     embedding_dim: int | None = None
     bnneck: bool = False
     backbone_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    landmarks: tuple[str, ...] = ()
+    radius_frac: float = 0.05
+    reconstruction_weight: float | None = None
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -177,6 +186,9 @@ class NetConfig:
             "embedding_dim": self.embedding_dim,
             "bnneck": self.bnneck,
             "backbone_kwargs": dict(self.backbone_kwargs),
+            "landmarks": list(self.landmarks),
+            "radius_frac": self.radius_frac,
+            "reconstruction_weight": self.reconstruction_weight,
         }
 
     @classmethod
@@ -197,6 +209,13 @@ class NetConfig:
                 embedding_dim=None if dim is None else int(dim),
                 bnneck=bool(raw.get("bnneck", False)),
                 backbone_kwargs=dict(raw.get("backbone_kwargs") or {}),
+                landmarks=tuple(str(n) for n in raw.get("landmarks") or ()),
+                radius_frac=float(raw.get("radius_frac", 0.05)),
+                reconstruction_weight=(
+                    None
+                    if raw.get("reconstruction_weight") is None
+                    else float(raw["reconstruction_weight"])
+                ),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"not a serialised NetConfig: {exc}") from exc
@@ -212,6 +231,8 @@ def build_backbone(config: NetConfig, **timm_kwargs: Any) -> nn.Module:
         ConfigError: timm does not know the architecture.
     """
     kwargs: dict[str, Any] = {**config.backbone_kwargs, "num_classes": 0, **timm_kwargs}
+    if config.landmarks:
+        kwargs["in_chans"] = 3 + len(config.landmarks)
     if config.pooling != "none":
         kwargs["global_pool"] = ""
     try:
@@ -252,6 +273,11 @@ class EmbeddingNet(nn.Module):
         self.backbone = backbone
         self.head = head
         self.config = config
+        self.landmarks: tuple[str, ...] = config.landmarks if config is not None else ()
+        self.reconstruction: ReconstructionBlock | None = None
+        if config is not None and config.reconstruction_weight is not None:
+            self.reconstruction = ReconstructionBlock(head.out_features, len(self.landmarks))
+            self.own_loss_name = "reconstruction"
 
     @classmethod
     def from_config(cls, config: NetConfig) -> EmbeddingNet:
@@ -278,6 +304,37 @@ class EmbeddingNet(nn.Module):
             output: two (B, D) tensors (identical without a BNNeck).
         """
         return self.head.forward_pair(self.backbone(x))
+
+    own_loss_name: str | None = None
+    """The name of the loss term :meth:`forward_train` adds (``None``: none)."""
+
+    def own_loss_names(self) -> list[str]:
+        """``[own_loss_name]`` or ``[]`` (the extra ``metrics.csv`` column)."""
+        return [] if self.own_loss_name is None else [self.own_loss_name]
+
+    def module_groups(self) -> dict[str, nn.Module]:
+        """The submodules the trainer gives parameter groups, by name (see
+        :func:`wildreid.training.components.net_parameter_groups`)."""
+        groups: dict[str, nn.Module] = {}
+        if self.landmarks:
+            groups["stem"] = self.backbone.get_submodule(first_conv_name(self.backbone))
+        groups.update(backbone=self.backbone, head=self.head)
+        if self.reconstruction is not None:
+            groups["reconstruction"] = self.reconstruction
+        return groups
+
+    def forward_train(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`forward_features_pair` and the network's own loss term (0 here; a landmark
+        network adds its heatmap reconstruction loss).
+
+        Shapes:
+            output: (B, D), (B, D) and a scalar.
+        """
+        pre, post = self.forward_features_pair(x)
+        if self.reconstruction is None or self.config is None:
+            return pre, post, x.new_zeros(())
+        weight = float(self.config.reconstruction_weight or 0.0)
+        return pre, post, weight * self.reconstruction.loss(post, x[:, 3:])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         embedding: torch.Tensor = self.head(self.backbone(x))

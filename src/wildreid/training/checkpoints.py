@@ -219,6 +219,7 @@ def trained_card(
         weights_source=f"file:{run_dir / CHECKPOINT_FILENAME}",
         weights_sha256=None,
         summary=f"fine-tuned from {base.name} ({base.weights_source}) with {losses}",
+        landmarks=tuple(net.landmarks),
     )
 
 

@@ -10,8 +10,8 @@
   ``head`` (``lr``) and ``loss:<name>`` (``lr`` or the loss's own rate); groups the loss wants
   stepped by its own plain SGD (the centres of ``center``) get a second optimizer that the
   schedule does not touch, as in the BNNeck baseline;
-* :class:`LrFactor`: the learning-rate factor, stepped every iteration (linear warm-up, then
-  cosine or step decay);
+* :func:`build_scheduler`: timm's scheduler, stepped every iteration (linear warm-up, then
+  cosine or step decay); :func:`group_lr` reads a group's rate by name;
 * :func:`determinism`, :func:`seed_all`: deterministic kernels, seeds;
 * :func:`validate`: top-1 / mAP of the current network on the validation set.
 """
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import random
 from collections.abc import Iterator
@@ -30,6 +29,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from timm.scheduler.cosine_lr import CosineLRScheduler
+from timm.scheduler.multistep_lr import MultiStepLRScheduler
 from torch import nn
 
 from wildreid.errors import ConfigError
@@ -38,6 +39,8 @@ from wildreid.losses import CompositeLoss, LossOutput, build_loss
 from wildreid.models.embedder import Embedder, EmbedderConfig
 from wildreid.models.factory import EmbeddingModel
 from wildreid.models.heads import EmbeddingNet, NetConfig, build_backbone
+from wildreid.models.landmark import first_conv_name, widen_first_conv
+from wildreid.models.landmark_embedder import LandmarkEmbedConfig, embed_with_landmarks
 from wildreid.models.weights import check_state_dict_fits
 from wildreid.training.config import ModelConfig, ScheduleConfig, TrainConfig
 from wildreid.training.data import TrainingData
@@ -47,12 +50,15 @@ from wildreid.types import EmbeddingSpace
 __all__ = [
     "GLOBAL_BATCH_LOSSES",
     "LossPair",
-    "LrFactor",
     "PairForward",
+    "Scheduler",
     "build_net",
     "build_optimizers",
+    "build_scheduler",
     "derived_seed",
     "determinism",
+    "group_lr",
+    "net_parameter_groups",
     "seed_all",
     "validate",
 ]
@@ -90,7 +96,15 @@ def build_net(base: EmbeddingModel, config: ModelConfig) -> tuple[EmbeddingNet, 
         embedding_dim=config.embedding_dim,
         bnneck=config.bnneck,
         backbone_kwargs=dict(source.config.backbone_kwargs),
+        landmarks=tuple(config.landmarks),
+        radius_frac=config.landmark_radius_frac,
+        reconstruction_weight=config.reconstruction_weight,
     )
+    if source.landmarks and source.landmarks != net_config.landmarks:
+        raise ConfigError(
+            f"model.landmarks {list(net_config.landmarks)} differ from the base "
+            f"{base.card.name}'s {list(source.landmarks)} (names and order must match)"
+        )
     input_size = config.input_size or base.card.input_size
     rank = _probe_rank(net_config, input_size)
     if config.pooling != "none" and rank not in (None, 4):
@@ -100,8 +114,16 @@ def build_net(base: EmbeddingModel, config: ModelConfig) -> tuple[EmbeddingNet, 
         )
     net = EmbeddingNet.from_config(net_config)
     state = source.backbone.state_dict()
+    if net.landmarks and not source.landmarks:
+        state = widen_first_conv(state, first_conv_name(net.backbone), 3 + len(net.landmarks))
     check_state_dict_fits(net.backbone, state, what=f"{base.card.name} backbone")
     net.backbone.load_state_dict(state)
+    if config.keep_head:
+        head = source.head.state_dict()
+        check_state_dict_fits(net.head, head, what=f"{base.card.name} head (model.keep_head)")
+        net.head.load_state_dict(head)
+        if net.reconstruction is not None and source.reconstruction is not None:
+            net.reconstruction.load_state_dict(source.reconstruction.state_dict())
     return net, (int(input_size[0]), int(input_size[1]))
 
 
@@ -170,25 +192,36 @@ class LossPair(nn.Module):
         )
 
 
+def net_parameter_groups(net: EmbeddingNet) -> dict[str, list[nn.Parameter]]:
+    """The network's parameters by group: ``stem`` (a landmark network's widened first
+    convolution), ``backbone`` (the rest of it), ``head``, ``reconstruction``; each parameter
+    in exactly one group, empty groups left out."""
+    seen: set[int] = set()
+    out: dict[str, list[nn.Parameter]] = {}
+    for name, module in net.module_groups().items():
+        params = [p for p in module.parameters() if id(p) not in seen]
+        seen.update(id(p) for p in params)
+        if params:
+            out[name] = params
+    return out
+
+
 def build_optimizers(
     net: EmbeddingNet, losses: LossPair, config: TrainConfig
 ) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer | None]:
     """The main optimizer (backbone, head, loss groups) and the loss parameters' own SGD.
 
-    Every group carries a ``name`` (``backbone``, ``head``, ``loss:<name>``).
+    Every group carries a ``name`` (those of :func:`net_parameter_groups`, ``loss:<name>``).
     """
     optim = config.optim
     groups: list[dict[str, Any]] = [
         {
-            "name": "backbone",
-            "params": list(net.backbone.parameters()),
-            "lr": optim.lr * optim.backbone_lr_mult,
-        },
-        {
-            "name": "head",
-            "params": [p for p in net.head.parameters() if p.requires_grad],
-            "lr": optim.lr,
-        },
+            "name": name,
+            "params": params,
+            "lr": optim.lr * (optim.backbone_lr_mult if name == "backbone" else 1.0),
+        }
+        for name, params in net_parameter_groups(net).items()
+        if params
     ]
     own: list[dict[str, Any]] = []
     for composite in losses.composites():
@@ -211,33 +244,59 @@ def build_optimizers(
     return main, side
 
 
-class LrFactor:
-    """The learning-rate factor of iteration ``step`` (0-based), for ``LambdaLR``.
+Scheduler = CosineLRScheduler | MultiStepLRScheduler
 
-    Linear warm-up over ``warmup_epochs`` (from ``1 / warmup steps`` to 1), then ``cosine``
-    from 1 to ``min_lr_ratio`` at the last iteration, or ``step``: ``gamma ** n`` where ``n``
-    counts the ``step_epochs`` (1-based) that have started.
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer,
+    schedule: ScheduleConfig,
+    *,
+    lr: float,
+    steps_per_epoch: int,
+) -> Scheduler:
+    """timm's per-iteration scheduler for ``schedule`` (``step_update(n)`` after step ``n``).
+
+    Linear warm-up over ``warmup_epochs`` (from ``1 / warmup steps`` of each group's rate),
+    then ``cosine`` down to ``min_lr_ratio * lr`` at the last iteration (timm's floor is one
+    absolute rate for every group), or ``step``: times ``gamma`` at each epoch of
+    ``step_epochs`` (1-based, at its start).
     """
+    warmup = schedule.warmup_epochs * steps_per_epoch
+    lowest = min(float(g["lr"]) for g in optimizer.param_groups) if optimizer.param_groups else lr
+    init = lowest / warmup if warmup else 0.0
+    if schedule.kind == "step":
+        return MultiStepLRScheduler(
+            optimizer,
+            decay_t=[(e - 1) * steps_per_epoch for e in schedule.step_epochs],
+            decay_rate=schedule.gamma,
+            warmup_t=warmup,
+            warmup_lr_init=init,
+            warmup_prefix=False,
+            t_in_epochs=False,
+        )
+    total = schedule.epochs * steps_per_epoch
+    return CosineLRScheduler(
+        optimizer,
+        t_initial=max(1, total - warmup - 1),
+        lr_min=schedule.min_lr_ratio * lr,
+        warmup_t=warmup,
+        warmup_lr_init=init,
+        warmup_prefix=True,
+        t_in_epochs=False,
+    )
 
-    def __init__(self, schedule: ScheduleConfig, *, steps_per_epoch: int) -> None:
-        self.steps_per_epoch = steps_per_epoch
-        self.total = schedule.epochs * steps_per_epoch
-        self.warmup = schedule.warmup_epochs * steps_per_epoch
-        self.kind = schedule.kind
-        self.step_epochs = tuple(schedule.step_epochs)
-        self.gamma = schedule.gamma
-        self.min_lr_ratio = schedule.min_lr_ratio
 
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return (step + 1) / self.warmup
-        if self.kind == "step":
-            epoch = step // self.steps_per_epoch + 1
-            return float(self.gamma ** sum(1 for e in self.step_epochs if e <= epoch))
-        span = max(1, self.total - self.warmup - 1)
-        progress = min(1.0, (step - self.warmup) / span)
-        cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
-        return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * cosine
+def group_lr(optimizer: torch.optim.Optimizer, name: str) -> float:
+    """The current learning rate of the parameter group called ``name``.
+
+    Raises:
+        KeyError: no group has that name (the message lists them).
+    """
+    for group in optimizer.param_groups:
+        if group.get("name") == name:
+            return float(group["lr"])
+    names = [str(g.get("name")) for g in optimizer.param_groups]
+    raise KeyError(f"no parameter group {name!r} (groups: {', '.join(names)})")
 
 
 @contextmanager
@@ -280,14 +339,14 @@ def derived_seed(*parts: int) -> int:
 
 
 class PairForward(nn.Module):
-    """``net.forward_features_pair`` as ``forward``, so DistributedDataParallel can wrap it."""
+    """``net.forward_train`` as ``forward``, so DistributedDataParallel can wrap it."""
 
     def __init__(self, net: EmbeddingNet) -> None:
         super().__init__()
         self.net = net
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.net.forward_features_pair(x)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.net.forward_train(x)
 
 
 @dataclass(frozen=True)
@@ -313,7 +372,27 @@ def validate(
     queries are ranked against the val gallery (closed set). It runs with torch: the
     weights change between validations while the space does not, so a compiled copy would be
     both stale and costly.
+    queries are ranked against the val gallery (closed set). A landmark network is fed the
+    annotated landmarks (:func:`~wildreid.models.landmark_embedder.embed_with_landmarks`).
     """
+    if net.landmarks:
+        was_training = net.training
+        embedded = embed_with_landmarks(
+            net,
+            space,
+            data.val,
+            root=data.root,
+            config=LandmarkEmbedConfig(batch_size=config.train.eval_batch_size, device=str(device)),
+        )
+        net.train(was_training)
+        landmark_eval = evaluate_embeddings(
+            data.val,
+            protocol_from_split(data.val, data.val_split),
+            embedded.embeddings,
+            open_set=False,
+        )
+        keys = ("top1", "top5", "mAP", "mINP")
+        return {k: float(landmark_eval.metrics[k]) for k in keys if k in landmark_eval.metrics}
     embedder = Embedder(
         _Snapshot(module=net, space=space),
         config=EmbedderConfig(

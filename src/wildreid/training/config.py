@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from wildreid.config import InvalidValue
+from wildreid.data.landmarks import LandmarkAugment
 from wildreid.errors import ConfigError
 from wildreid.losses import LossSpec, bnneck_baseline_specs
 from wildreid.models.cards import DEFAULT_MODEL
@@ -23,12 +24,14 @@ from wildreid.training.augment import AugmentConfig
 from wildreid.training.data import VAL_KINDS
 
 __all__ = [
+    "GROUP_NAMES",
     "DataConfig",
     "ModelConfig",
     "OptimConfig",
     "RunConfig",
     "SamplerConfig",
     "ScheduleConfig",
+    "StageConfig",
     "TrainConfig",
     "check_config",
 ]
@@ -112,6 +115,14 @@ class ModelConfig:
         bnneck: a BNNeck after the projection (metric losses read before it, classifiers
             and inference after it).
         input_size: ``[height, width]`` replacing the base's input size.
+        landmarks: Landmark-Id: the landmark names (metadata ``landmarks`` keys) fed as
+            heatmap channels after RGB, in this order; the first convolution is widened to
+            ``3 + k`` inputs (pretrained RGB filters kept). Empty: an RGB network.
+        landmark_radius_frac: heatmap blob radius, as a fraction of the image size.
+        reconstruction_weight: ``alpha``: add the reconstruction block and the loss term
+            ``alpha * BCE(reconstruction, input heatmaps)``; ``null`` for none.
+        keep_head: start from the base's head (and reconstruction block) too, not a fresh
+            head: stage 2 of Landmark-Id continues a stage-1 run this way.
     """
 
     base: str = DEFAULT_MODEL
@@ -120,6 +131,10 @@ class ModelConfig:
     embedding_dim: int | None = 512
     bnneck: bool = True
     input_size: tuple[int, int] | None = None
+    landmarks: tuple[str, ...] = ()
+    landmark_radius_frac: float = 0.05
+    reconstruction_weight: float | None = None
+    keep_head: bool = False
 
     def __post_init__(self) -> None:
         if not self.base.strip():
@@ -131,6 +146,13 @@ class ModelConfig:
         if self.input_size is not None:
             for value in self.input_size:
                 _int("input_size", value, 8)
+        if len(set(self.landmarks)) != len(self.landmarks):
+            raise InvalidValue("landmarks", f"names repeat: {list(self.landmarks)}")
+        _number("landmark_radius_frac", self.landmark_radius_frac, 0.0, 1.0, open_low=True)
+        if self.reconstruction_weight is not None:
+            _number("reconstruction_weight", self.reconstruction_weight, 0.0)
+            if not self.landmarks:
+                raise InvalidValue("reconstruction_weight", "needs landmarks to reconstruct")
 
 
 @dataclass(frozen=True)
@@ -187,6 +209,37 @@ class OptimConfig:
             raise InvalidValue("momentum", f"must be below 1, got {self.momentum!r}")
 
 
+GROUP_NAMES = ("all", "stem", "backbone", "head", "reconstruction", "loss")
+"""Parameter groups a stage can train: ``stem`` is the first convolution of a landmark
+network (widened to take the heatmaps), ``backbone`` the rest of the backbone, ``loss`` every
+loss's parameters (classifier weights, centres), ``all`` everything."""
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One stage of a run (an item of ``schedule.stages``).
+
+    Attributes:
+        epochs: how long the stage lasts; ``null`` (last stage only) for the rest of the run.
+        train: the parameter groups that learn (:data:`GROUP_NAMES`); the others are frozen
+            (no gradient, their BatchNorms in eval mode).
+        lr_scale: every rate of the schedule is multiplied by this during the stage.
+    """
+
+    epochs: int | None = None
+    train: tuple[str, ...] = ("all",)
+    lr_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.epochs is not None:
+            _int("epochs", self.epochs, 1)
+        if not self.train:
+            raise InvalidValue("train", f"name at least one group of {', '.join(GROUP_NAMES)}")
+        for name in self.train:
+            _choice("train", name, GROUP_NAMES)
+        _number("lr_scale", self.lr_scale, 0.0, open_low=True)
+
+
 @dataclass(frozen=True)
 class ScheduleConfig:
     """Epochs and the learning-rate schedule (``schedule:``), stepped every iteration.
@@ -204,6 +257,10 @@ class ScheduleConfig:
         min_lr_ratio: the cosine floor, as a fraction of the peak rate.
         freeze_backbone_epochs: the first epochs train only the head and the loss
             parameters (backbone frozen, its BatchNorms in eval mode).
+        stages: consecutive stages, each training some parameter groups at a scaled rate
+            (see :class:`StageConfig`); epochs after the last stage train everything.
+            ``freeze_backbone_epochs: n`` is the stage ``{epochs: n, train: [stem, head,
+            reconstruction, loss]}``.
         freeze_backbone_bn: keep the backbone's BatchNorm running statistics at their
             pretrained values for the whole run (BatchNorms in eval mode; their scale and
             shift still learn). P x K batches of a few animals, augmented, can be a poor
@@ -222,6 +279,7 @@ class ScheduleConfig:
     min_lr_ratio: float = 0.0
     freeze_backbone_epochs: int = 0
     freeze_backbone_bn: bool = False
+    stages: tuple[StageConfig, ...] = ()
 
     def __post_init__(self) -> None:
         _int("epochs", self.epochs, 1)
@@ -244,6 +302,46 @@ class ScheduleConfig:
                 "freeze_backbone_epochs",
                 f"must be at most epochs ({self.epochs}), got {self.freeze_backbone_epochs}",
             )
+        if self.stages and self.freeze_backbone_epochs:
+            raise InvalidValue(
+                "stages", "give stages or freeze_backbone_epochs, not both (a stage can freeze)"
+            )
+        fixed = [stage.epochs for stage in self.stages[:-1]]
+        if any(e is None for e in fixed):
+            raise InvalidValue("stages", "only the last stage may leave out its epochs")
+        if (
+            sum(e for e in fixed if e is not None)
+            + ((self.stages[-1].epochs or 0) if self.stages else 0)
+            > self.epochs
+        ):
+            raise InvalidValue("stages", f"the stages last longer than epochs ({self.epochs})")
+
+    def stage_plan(self) -> tuple[StageConfig, ...]:
+        """The stages, with ``freeze_backbone_epochs`` as a first stage and the last one
+        running to the end."""
+        stages = self.stages or (
+            (StageConfig(self.freeze_backbone_epochs, ("stem", "head", "reconstruction", "loss")),)
+            if self.freeze_backbone_epochs
+            else ()
+        )
+        used = sum(stage.epochs or 0 for stage in stages)
+        if stages and stages[-1].epochs is None:
+            return (
+                *stages[:-1],
+                StageConfig(self.epochs - used, stages[-1].train, stages[-1].lr_scale),
+            )
+        if used < self.epochs:
+            return (*stages, StageConfig(self.epochs - used))
+        return tuple(stages)
+
+    def stage_at(self, epoch: int) -> StageConfig:
+        """The stage of ``epoch`` (0-based)."""
+        end = 0
+        for stage in self.stage_plan():
+            end += stage.epochs or 0
+            if epoch < end:
+                return stage
+        return self.stage_plan()[-1]
 
 
 @dataclass(frozen=True)
@@ -295,6 +393,10 @@ def _default_losses() -> tuple[LossSpec, ...]:
     return tuple(bnneck_baseline_specs())
 
 
+def _landmark_augment() -> LandmarkAugment:
+    return LandmarkAugment(rotation_deg=360.0, zoom=0.2, translate=0.2, nla=True)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run needs; the resolved tree is saved as ``config.yaml``.
@@ -302,6 +404,12 @@ class TrainConfig:
     Attributes:
         losses: weighted loss terms (``name``, ``weight``, ``params``); default: the BNNeck
             baseline (label-smoothed cross-entropy + batch-hard triplet + centre loss).
+        landmark_augment: the augmentation of a landmark network (``model.landmarks``), which
+            replaces ``augment``: one random affine warp (rotation, zoom, translation) of the
+            image and its landmarks, NLA, MLA (:class:`~wildreid.data.landmarks.LandmarkAugment`).
+        augment_kind: ``standard`` (``augment``) or ``landmark`` (``landmark_augment``, the
+            Landmark-Id recipe; always used by a landmark network, and set for an RGB
+            baseline trained the same way).
     """
 
     data: DataConfig
@@ -309,6 +417,8 @@ class TrainConfig:
     losses: tuple[LossSpec, ...] = field(default_factory=_default_losses)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    landmark_augment: LandmarkAugment = field(default_factory=_landmark_augment)
+    augment_kind: Literal["standard", "landmark"] = "standard"
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: RunConfig = field(default_factory=RunConfig)
@@ -317,6 +427,7 @@ class TrainConfig:
         if not self.losses:
             raise InvalidValue("losses", "give at least one loss")
         names = [spec.name for spec in self.losses]
+        _choice("augment_kind", self.augment_kind, ("standard", "landmark"))
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
             raise InvalidValue("losses", f"{repeated[0]!r} is listed twice")

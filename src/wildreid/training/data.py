@@ -31,11 +31,11 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from wildreid.data.dataset import BadImage, bbox_tuple
 from wildreid.data.images import DEFAULT_MAX_PIXELS, load_image
+from wildreid.data.landmarks import landmark_points, landmark_table
 from wildreid.data.schema import UNKNOWN_IDENTITY
 from wildreid.data.splits import SplitConfig, make_split, summarize_split
 from wildreid.errors import ConfigError, DataError, ImageReadError, MetadataError
@@ -84,8 +84,11 @@ class LabelEncoder:
 
     @classmethod
     def from_identities(cls, identities: Iterable[str]) -> LabelEncoder:
-        """The encoder of the distinct values of ``identities``."""
-        return cls(tuple(sorted({str(name) for name in identities})))
+        """The encoder of the distinct values of ``identities`` (``pandas.factorize``, sorted)."""
+        _, uniques = pd.factorize(
+            pd.Series([str(name) for name in identities], dtype=object), sort=True
+        )
+        return cls(tuple(str(name) for name in uniques))
 
     @property
     def num_classes(self) -> int:
@@ -101,15 +104,15 @@ class LabelEncoder:
         Raises:
             ConfigError: an identity is not one of :attr:`identities` (the message names it).
         """
-        index = {name: label for label, name in enumerate(self.identities)}
         names = [str(name) for name in identities]
-        missing = sorted(set(names) - index.keys())
-        if missing:
+        labels = pd.Index(self.identities, dtype=object).get_indexer(pd.Index(names, dtype=object))
+        if (labels < 0).any():
+            missing = sorted({n for n, label in zip(names, labels, strict=True) if label < 0})
             raise ConfigError(
                 f"identity {missing[0]!r} is not among the {self.num_classes} training "
                 f"identities ({len(missing)} unknown in all); labels exist only for those"
             )
-        return np.array([index[name] for name in names], dtype=np.int64)
+        return np.asarray(labels, dtype=np.int64)
 
     def decode(self, labels: Iterable[int]) -> list[str]:
         """The identity of each label.
@@ -305,13 +308,19 @@ class TrainDataset(Dataset[TrainSample | BadImage]):
         rows: the rows (e.g. :attr:`TrainingData.train`), indexed by metadata position.
         labels: the encoder; every row's identity must be one of its identities.
         transform: picklable ``PIL image -> (3, h, w) tensor`` (e.g. from
-            :func:`~wildreid.training.augment.build_train_transform`).
+            :func:`~wildreid.training.augment.build_train_transform`); with ``landmarks``,
+            ``(PIL image, (k, 3) points) -> (3 + k, h, w)``
+            (:class:`~wildreid.data.landmarks.LandmarkInput`).
         target_size: ``(width, height)`` for reduced JPEG decoding; ``None`` takes the
             transform's ``target_size`` attribute if it has one, else decodes at full size.
         max_pixels: passed to ``load_image``.
+        landmarks: Landmark-Id: the landmark names, in channel order; images then decode at
+            full size and the ``landmarks`` column is read (:func:`landmark_table`).
 
     Raises:
-        MetadataError: a column is missing or a ``bbox`` cell is invalid (names the row).
+        MetadataError: a column is missing, a ``bbox`` or ``landmarks`` cell is invalid, a
+            landmark is unknown to the model or lies outside its image (names the row and
+            landmark).
         ConfigError: a row's identity has no label.
     """
 
@@ -321,9 +330,10 @@ class TrainDataset(Dataset[TrainSample | BadImage]):
         rows: pd.DataFrame,
         *,
         labels: LabelEncoder,
-        transform: Callable[[Image.Image], torch.Tensor],
+        transform: Callable[..., torch.Tensor],
         target_size: tuple[int, int] | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        landmarks: Sequence[str] = (),
     ) -> None:
         missing = [c for c in ("image_id", "identity", "path") if c not in rows.columns]
         if missing:
@@ -340,6 +350,10 @@ class TrainDataset(Dataset[TrainSample | BadImage]):
         self._paths = rows["path"].astype(str).tolist()
         cells = rows["bbox"].fillna("").astype(str) if "bbox" in rows.columns else [""] * len(rows)
         self._bboxes = [bbox_tuple(c, p) for c, p in zip(cells, self.positions, strict=True)]
+        self.landmark_names = tuple(landmarks)
+        self._points = landmark_table(rows, self.landmark_names) if landmarks else None
+        if self._points is not None:
+            self.target_size = None  # landmarks are in full-resolution pixels
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -352,7 +366,16 @@ class TrainDataset(Dataset[TrainSample | BadImage]):
             )
         except ImageReadError as exc:
             return BadImage(self.positions[i], self._ids[i], str(path), str(exc))
-        return self.transform(image), int(self.labels[i])
+        if self._points is None:
+            return self.transform(image), int(self.labels[i])
+        points = landmark_points(
+            self._points[i],
+            bbox=self._bboxes[i],
+            size=(image.height, image.width),
+            where=f"metadata row {self.positions[i]} (image_id {self._ids[i]!r})",
+            names=self.landmark_names,
+        )
+        return self.transform(image, points), int(self.labels[i])
 
 
 @dataclass(frozen=True)

@@ -250,6 +250,15 @@ def gather_tensor(ctx: DistContext, tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(_padded_gather(tensor.detach(), sizes))
 
 
+# Why not pytorch-metric-learning's DistributedLossWrapper / utils.distributed.all_gather:
+# with efficient=False it computes the loss on [local rows (with grad), other ranks' rows
+# (without)] and multiplies it by world_size, which after DDP's averaging is the same gradient
+# as ours. But it wraps one PML loss called as loss(embeddings, labels, ref_emb=...), while
+# LossPair's global part is a CompositeLoss over two tensors (features before and after the
+# BNNeck) that also reports the mined-triplet count; its rows come local-first (a different
+# order on every rank, so tie-breaking in batch-hard mining differs between ranks) and the
+# logged loss would be world_size times too large. This gather keeps one rank order and the
+# true loss value; tests/training/test_distributed.py checks its gradients.
 class _GatherWithGrad(torch.autograd.Function):
     """all_gather whose backward returns this rank's slice of the rank-summed gradient."""
 

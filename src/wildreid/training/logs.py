@@ -10,7 +10,8 @@ validation included). TensorBoard events (``tensorboard/``) hold the same per ep
 (``tensorboard --logdir RUN_DIR/tensorboard``).
 
 On resume the CSV is rewritten from the history saved in ``last.pt`` and TensorBoard events
-past the resumed step are purged, so an interrupted epoch leaves no trace.
+past the resumed step are purged, so an interrupted epoch leaves no trace. The CSV is rewritten
+whole through a temporary file after every epoch (one rename), so it is never half written.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from wildreid.files import atomic_path
 
 __all__ = ["METRICS_FILENAME", "TENSORBOARD_DIRNAME", "RunLog", "epoch_line"]
 
@@ -84,13 +87,10 @@ class RunLog:
         self.columns = [*_FIRST, *(f"loss_{name}" for name in loss_names), *_LAST]
         self.path = run_dir / METRICS_FILENAME
         self._writer: Any = None
+        self._rows = [dict(record) for record in history]
         if not enabled:
             return
-        with self.path.open("w", newline="", encoding="utf-8") as stream:
-            table = csv.DictWriter(stream, fieldnames=self.columns, extrasaction="ignore")
-            table.writeheader()
-            for record in history:
-                table.writerow({k: _cell(record.get(k)) for k in self.columns})
+        self._write_csv()
         from torch.utils.tensorboard import SummaryWriter
 
         self._writer = SummaryWriter(
@@ -109,9 +109,8 @@ class RunLog:
         """Append one epoch's row to the CSV and its scalars to TensorBoard."""
         if not self.enabled:
             return
-        with self.path.open("a", newline="", encoding="utf-8") as stream:
-            table = csv.DictWriter(stream, fieldnames=self.columns, extrasaction="ignore")
-            table.writerow({k: _cell(record.get(k)) for k in self.columns})
+        self._rows.append(dict(record))
+        self._write_csv()
         if self._writer is None:
             return
         step = int(record["step"])
@@ -121,6 +120,17 @@ class RunLog:
             tag = f"val/{key[4:]}" if key.startswith("val_") else f"epoch/{key}"
             self._writer.add_scalar(tag, float(value), step)
         self._writer.flush()
+
+    def _write_csv(self) -> None:
+        """Rewrite the whole CSV through a temporary file: readers never see half a row."""
+        with (
+            atomic_path(self.path) as tmp,
+            tmp.open("w", newline="", encoding="utf-8") as stream,
+        ):
+            table = csv.DictWriter(stream, fieldnames=self.columns, extrasaction="ignore")
+            table.writeheader()
+            for row in self._rows:
+                table.writerow({k: _cell(row.get(k)) for k in self.columns})
 
     def close(self) -> None:
         """Flush and close the TensorBoard writer."""

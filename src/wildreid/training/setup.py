@@ -15,6 +15,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from wildreid.data.dataset import worker_context
+from wildreid.data.landmarks import LandmarkInput
+from wildreid.data.schema import load_dataset
 from wildreid.data.splits import read_split
 from wildreid.device import autocast_dtype
 from wildreid.errors import ConfigError
@@ -22,14 +24,14 @@ from wildreid.evaluation.protocol import split_from_column
 from wildreid.models.cards import ModelCard
 from wildreid.models.factory import load_model
 from wildreid.models.heads import EmbeddingNet
-from wildreid.pipeline import load_dataset
 from wildreid.training.augment import build_train_transform
 from wildreid.training.checkpoints import trained_card
 from wildreid.training.components import (
     LossPair,
-    LrFactor,
+    Scheduler,
     build_net,
     build_optimizers,
+    build_scheduler,
 )
 from wildreid.training.config import TrainConfig
 from wildreid.training.data import (
@@ -46,9 +48,9 @@ from wildreid.types import EmbeddingSpace
 __all__ = ["RunSetup", "build_setup", "epoch_loader"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunSetup:
-    """Everything one run builds (mutable: the DDP wrapper changes with the stage)."""
+    """Everything one run builds."""
 
     data: TrainingData
     net: EmbeddingNet
@@ -59,13 +61,11 @@ class RunSetup:
     losses: LossPair
     optimizer: torch.optim.Optimizer
     side: torch.optim.Optimizer | None
-    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scheduler: Scheduler
     scaler: torch.amp.GradScaler
     dtype: torch.dtype | None
     channels_last: bool
     net_config: dict[str, Any]
-    forward: nn.Module | None = None
-    frozen: bool | None = None
 
 
 def build_setup(config: TrainConfig, ctx: DistContext, *, run_dir: Path) -> RunSetup:
@@ -110,14 +110,30 @@ def build_setup(config: TrainConfig, ctx: DistContext, *, run_dir: Path) -> RunS
         crop_mode=card.crop_mode,
         dim=card.embedding_dim,
     )
-    transform = build_train_transform(
-        cfg.augment,
-        input_size=input_size,
-        mean=card.mean,
-        std=card.std,
-        crop_mode=card.crop_mode,
+    transform: Any
+    if cfg.model.landmarks or cfg.augment_kind == "landmark":
+        transform = LandmarkInput(
+            input_size=input_size,
+            mean=card.mean,
+            std=card.std,
+            radius_frac=cfg.model.landmark_radius_frac,
+            augment=cfg.landmark_augment,
+        )
+    else:
+        transform = build_train_transform(
+            cfg.augment,
+            input_size=input_size,
+            mean=card.mean,
+            std=card.std,
+            crop_mode=card.crop_mode,
+        )
+    dataset = TrainDataset(
+        data.root,
+        data.train,
+        labels=data.labels,
+        transform=transform,
+        landmarks=cfg.model.landmarks,
     )
-    dataset = TrainDataset(data.root, data.train, labels=data.labels, transform=transform)
     sampler = PKSampler(
         dataset.labels,
         p=cfg.sampler.p,
@@ -141,7 +157,9 @@ def build_setup(config: TrainConfig, ctx: DistContext, *, run_dir: Path) -> RunS
         net.to(memory_format=torch.channels_last)
     losses.to(ctx.device)
     optimizer, side = build_optimizers(net, losses, cfg)
-    factor = LrFactor(cfg.schedule, steps_per_epoch=sampler.batches_per_epoch)
+    scheduler = build_scheduler(
+        optimizer, cfg.schedule, lr=cfg.optim.lr, steps_per_epoch=sampler.batches_per_epoch
+    )
     try:
         dtype = autocast_dtype(cfg.train.precision, ctx.device)
     except ConfigError as exc:
@@ -156,7 +174,7 @@ def build_setup(config: TrainConfig, ctx: DistContext, *, run_dir: Path) -> RunS
         losses=losses,
         optimizer=optimizer,
         side=side,
-        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, factor),
+        scheduler=scheduler,
         scaler=torch.amp.GradScaler(ctx.device.type, enabled=dtype == torch.float16),
         dtype=dtype,
         channels_last=channels_last,

@@ -9,11 +9,16 @@ augmentations; the loss is the configured weighted sum (:func:`wildreid.losses.b
 Optimisation: AdamW or SGD with three kinds of parameter groups: the backbone
 (``lr * backbone_lr_mult``), the head (``lr``), the loss parameters (``lr``, or their own
 rate); the centres of ``center`` take their own plain SGD (outside the schedule), as in the
-BNNeck baseline. The rate factor is updated every iteration: linear warm-up, then cosine or
-step decay (:class:`LrFactor`). For ``freeze_backbone_epochs`` the backbone is frozen
-(``requires_grad`` off, BatchNorms in eval mode) and only the head and the losses learn;
-after that the backbone's BatchNorms keep their pretrained running statistics if
-``freeze_backbone_bn`` says so.
+BNNeck baseline. Groups are found by name. timm's scheduler sets the rates every iteration:
+linear warm-up, then cosine or step decay (:func:`~wildreid.training.components.build_scheduler`).
+A run is a sequence of stages (``schedule.stages``; ``freeze_backbone_epochs`` is a first
+stage training all but the backbone): groups a stage does not train are frozen
+(``requires_grad`` off, their modules in eval mode) and its ``lr_scale`` multiplies every rate.
+The backbone's BatchNorms keep their pretrained running statistics if ``freeze_backbone_bn``
+says so. A network may add its own loss term (a landmark network's heatmap reconstruction).
+
+One epoch is :meth:`Trainer._train_epoch` (the steps, returning :class:`EpochStats`), then
+the :class:`Validator` and :class:`EarlyStopping`.
 Gradients may be clipped (global norm over the model and the loss parameters of the main
 optimizer). On CUDA the forward pass runs under autocast (bf16, or fp16 with a gradient
 scaler); ``precision: bf16`` autocasts on CPU too; losses are computed in float32.
@@ -67,10 +72,12 @@ from wildreid.training.components import (
     PairForward,
     derived_seed,
     determinism,
+    group_lr,
+    net_parameter_groups,
     seed_all,
     validate,
 )
-from wildreid.training.config import TrainConfig
+from wildreid.training.config import StageConfig, TrainConfig
 from wildreid.training.data import check_bad_images
 from wildreid.training.distributed import (
     DistContext,
@@ -86,7 +93,15 @@ from wildreid.training.distributed import (
 from wildreid.training.logs import RunLog, epoch_line
 from wildreid.training.setup import RunSetup, build_setup, epoch_loader
 
-__all__ = ["TrainProgress", "TrainResult", "Trainer", "train"]
+__all__ = [
+    "EarlyStopping",
+    "EpochStats",
+    "TrainProgress",
+    "TrainResult",
+    "Trainer",
+    "Validator",
+    "train",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -143,23 +158,113 @@ class TrainResult:
     seconds: float
 
 
+class EarlyStopping:
+    """The best validation so far and when to stop: ``patience`` validations without a better
+    ``mAP`` (``None``: never)."""
+
+    def __init__(self, patience: int | None, state: dict[str, Any] | None = None) -> None:
+        self.patience = patience
+        state = state or {}
+        self.best_metrics: dict[str, float] = dict(state.get("metrics") or {})
+        self.best_epoch: int | None = state.get("epoch")
+        self.bad_validations = int(state.get("bad_validations", 0))
+
+    def update(self, metrics: dict[str, float], epoch: int) -> bool:
+        """Record the validation of ``epoch`` (1-based); return whether it is the best."""
+        if self.best_epoch is None or metrics["mAP"] > self.best_metrics.get("mAP", -1.0):
+            self.best_metrics, self.best_epoch, self.bad_validations = dict(metrics), epoch, 0
+            return True
+        self.bad_validations += 1
+        return False
+
+    @property
+    def stop(self) -> bool:
+        """Patience is used up."""
+        return self.patience is not None and self.bad_validations >= self.patience
+
+    def state(self) -> dict[str, Any]:
+        """What ``last.pt`` keeps (``metrics``, ``epoch``, ``bad_validations``)."""
+        return {
+            "metrics": dict(self.best_metrics),
+            "epoch": self.best_epoch,
+            "bad_validations": self.bad_validations,
+        }
+
+
+@dataclass
+class EpochStats:
+    """What one epoch of training steps measured (means per batch)."""
+
+    loss_names: list[str]
+    batches: int = 0
+    loss: float = 0.0
+    parts: dict[str, float] = field(default_factory=dict)
+    mined: list[int] = field(default_factory=list)
+    zero_triplet_batches: int = 0
+
+    def add(self, out: LossOutput, loss: float) -> None:
+        """Count one step's loss."""
+        self.batches += 1
+        self.loss += loss
+        for name, value in out.parts.items():
+            self.parts[name] = self.parts.get(name, 0.0) + value
+        if out.n_triplets is not None:
+            self.mined.append(out.n_triplets)
+            self.zero_triplet_batches += out.n_triplets == 0
+
+    def record(self, *, epoch: int, step: int, lr: float) -> dict[str, Any]:
+        """The epoch's row of ``metrics.csv`` (validation columns empty)."""
+        n = max(1, self.batches)
+        return {
+            "epoch": epoch,
+            "step": step,
+            "lr": lr,
+            "loss": self.loss / n,
+            **{f"loss_{k}": self.parts.get(k, 0.0) / n for k in self.loss_names},
+            "n_triplets": sum(self.mined) / len(self.mined) if self.mined else None,
+            "zero_triplet_batches": self.zero_triplet_batches if self.mined else None,
+            "val_top1": None,
+            "val_mAP": None,
+        }
+
+
+class Validator:
+    """Validates the network every ``eval_every_epochs`` and after the last epoch (rank 0
+    computes, the others receive its metrics)."""
+
+    def __init__(self, config: TrainConfig, s: RunSetup, ctx: DistContext) -> None:
+        self.config, self.s, self.ctx = config, s, ctx
+
+    @property
+    def enabled(self) -> bool:
+        """There are validation images."""
+        return len(self.s.data.val) > 0
+
+    def due(self, epoch: int) -> bool:
+        """Whether to validate after ``epoch`` (0-based)."""
+        every, last = self.config.train.eval_every_epochs, self.config.schedule.epochs
+        return self.enabled and ((epoch + 1) % every == 0 or epoch + 1 == last)
+
+    def __call__(self) -> dict[str, float]:
+        """``top1``, ``top5``, ``mAP``, ``mINP`` of the current network."""
+        s, ctx = self.s, self.ctx
+        metrics = broadcast_object(
+            ctx,
+            validate(s.net, space=s.space, data=s.data, config=self.config, device=ctx.device)
+            if ctx.is_main
+            else None,
+        )
+        assert metrics is not None
+        return metrics
+
+
 @dataclass
 class _Book:
     """Progress that survives a resume: epochs, steps, the best validation, the history."""
 
     epoch: int = 0
     step: int = 0
-    best_metrics: dict[str, float] = field(default_factory=dict)
-    best_epoch: int | None = None
-    bad_validations: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
-
-    def best(self) -> dict[str, Any]:
-        return {
-            "metrics": dict(self.best_metrics),
-            "epoch": self.best_epoch,
-            "bad_validations": self.bad_validations,
-        }
 
 
 class Trainer:
@@ -184,6 +289,9 @@ class Trainer:
         self.net: EmbeddingNet | None = None
         self.losses: LossPair | None = None
         self._book = _Book()
+        self._stopping = EarlyStopping(self.config.train.early_stopping_patience)
+        self._forward: nn.Module | None = None
+        self._trainable: tuple[str, ...] | None = None
 
     def run(self) -> TrainResult:
         """Train (see :func:`train`)."""
@@ -206,14 +314,9 @@ class Trainer:
         s.scheduler.load_state_dict(state.scheduler)
         s.scaler.load_state_dict(state.scaler)
         s.sampler.set_epoch(state.sampler_epoch)
-        best = state.best
+        self._stopping = EarlyStopping(self.config.train.early_stopping_patience, state.best)
         self._book = _Book(
-            epoch=state.epoch,
-            step=state.step,
-            best_metrics=dict(best["metrics"]),
-            best_epoch=best["epoch"],
-            bad_validations=int(best["bad_validations"]),
-            history=[dict(r) for r in state.history],
+            epoch=state.epoch, step=state.step, history=[dict(r) for r in state.history]
         )
         if len(state.rng) == ctx.world_size:
             restore_rng(state.rng[ctx.rank])
@@ -256,25 +359,28 @@ class Trainer:
             )
         log = RunLog(
             self.run_dir,
-            loss_names=s.losses.order,
+            loss_names=[*s.losses.order, *s.net.own_loss_names()],
             history=self._book.history,
             start_step=self._book.step,
             enabled=ctx.is_main,
         )
+        validator = Validator(cfg, s, ctx)
         stopped = False
         try:
             for epoch in range(self._book.epoch, cfg.schedule.epochs):
-                stopped = self._epoch(ctx, s, log, epoch)
-                if stopped:
+                self._epoch(ctx, s, log, validator, epoch)
+                if self._stopping.stop:
+                    stopped = epoch + 1 < cfg.schedule.epochs
+                    self._log_stop(ctx, epoch)
                     break
         finally:
             log.close()
-        book = self._book
+        book, best = self._book, self._stopping
         return TrainResult(
             run_dir=self.run_dir,
             checkpoint_path=self.run_dir / CHECKPOINT_FILENAME,
-            best_metrics=dict(book.best_metrics),
-            best_epoch=book.best_epoch,
+            best_metrics=dict(best.best_metrics),
+            best_epoch=best.best_epoch,
             epochs_run=book.epoch,
             stopped_early=stopped,
             excluded_identities=excluded,
@@ -282,15 +388,53 @@ class Trainer:
             seconds=0.0,
         )
 
-    def _set_stage(self, ctx: DistContext, s: RunSetup, *, frozen: bool) -> None:
-        if s.frozen is frozen:
-            return
-        s.net.backbone.requires_grad_(not frozen)
-        s.forward = None  # DDP registers trainable parameters when built: wrap again
-        s.forward = wrap_ddp(ctx, PairForward(s.net))
-        s.frozen = frozen
+    def _log_stop(self, ctx: DistContext, epoch: int) -> None:
         if ctx.is_main:
-            logger.info("backbone %s", "frozen: training the head" if frozen else "trainable")
+            best = self._stopping
+            logger.info(
+                "early stopping after epoch %d: no better val mAP in %d validations "
+                "(best %.4f at epoch %s)",
+                epoch + 1,
+                best.patience,
+                best.best_metrics.get("mAP", float("nan")),
+                best.best_epoch,
+            )
+
+    def _apply_stage(self, ctx: DistContext, s: RunSetup, stage: StageConfig) -> None:
+        """Freeze the groups ``stage`` does not train (wrapping DDP again when that changes)."""
+        groups = net_parameter_groups(s.net)
+        trained = tuple(
+            name for name in (*groups, "loss") if "all" in stage.train or name in stage.train
+        )
+        if trained == self._trainable and self._forward is not None:
+            return
+        for name, params in groups.items():
+            for param in params:
+                param.requires_grad_(name in trained)
+        s.losses.requires_grad_("loss" in trained)
+        self._forward = None  # DDP registers trainable parameters when built: wrap again
+        self._forward = wrap_ddp(ctx, PairForward(s.net))
+        self._trainable = trained
+        if ctx.is_main:
+            logger.info("training %s", ", ".join(trained))
+
+    def _train_mode(self, s: RunSetup) -> None:
+        """Train mode, except frozen groups (eval) and kept backbone BatchNorm statistics."""
+        s.net.train()
+        trained = self._trainable or ()
+        for name, module in s.net.module_groups().items():
+            if name not in trained:
+                module.eval()
+        if self.config.schedule.freeze_backbone_bn:
+            for module in s.net.backbone.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+
+    def _set_lr(self, s: RunSetup, scale: float) -> None:
+        s.scheduler.step_update(self._book.step)
+        if scale != 1.0:
+            for group in s.optimizer.param_groups:
+                group["lr"] *= scale
 
     def _report(self, ctx: DistContext, epoch: int, batch: int, batches: int, phase: Any) -> None:
         if self.progress is not None and ctx.is_main:
@@ -306,10 +450,17 @@ class Trainer:
         labels = labels.to(ctx.device, non_blocking=pinned)
         if s.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        assert s.forward is not None
+        assert self._forward is not None
         with torch.autocast(ctx.device.type, dtype=s.dtype, enabled=s.dtype is not None):
-            features, embeddings = s.forward(images)
+            features, embeddings, own = self._forward(images)
         out = s.losses.compute(ctx, features.float(), embeddings.float(), labels)
+        if s.net.own_loss_name is not None:
+            own = own.float()
+            out = LossOutput(
+                total=out.total + own,
+                parts={**out.parts, s.net.own_loss_name: float(own.detach())},
+                n_triplets=out.n_triplets,
+            )
         s.optimizer.zero_grad(set_to_none=True)
         if s.side is not None:
             s.side.zero_grad(set_to_none=True)
@@ -327,14 +478,13 @@ class Trainer:
         if s.side is not None:
             s.scaler.step(s.side)
         s.scaler.update()
-        s.scheduler.step()
         return out
 
-    def _epoch(self, ctx: DistContext, s: RunSetup, log: RunLog, epoch: int) -> bool:
-        """Train one epoch, validate, write the files; return whether to stop early."""
+    def _train_epoch(self, ctx: DistContext, s: RunSetup, log: RunLog, epoch: int) -> EpochStats:
+        """The epoch's optimizer steps; their losses."""
         cfg, book = self.config, self._book
-        start = time.perf_counter()
-        self._set_stage(ctx, s, frozen=epoch < cfg.schedule.freeze_backbone_epochs)
+        stage = cfg.schedule.stage_at(epoch)
+        self._apply_stage(ctx, s, stage)
         s.sampler.set_epoch(epoch)
         loader = epoch_loader(
             s,
@@ -342,82 +492,53 @@ class Trainer:
             pin_memory=ctx.device.type == "cuda",
             seed=derived_seed(cfg.train.seed, epoch, ctx.rank),
         )
-        s.net.train()
-        if s.frozen:
-            s.net.backbone.eval()
-        elif cfg.schedule.freeze_backbone_bn:
-            for module in s.net.backbone.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
+        self._train_mode(s)
+        self._set_lr(s, stage.lr_scale)
         batches = s.sampler.batches_per_epoch
-        sums: dict[str, float] = dict.fromkeys(s.losses.order, 0.0)
-        total, n_batches, zero = 0.0, 0, 0
-        mined: list[int] = []
+        stats = EpochStats(loss_names=[*s.losses.order, *s.net.own_loss_names()])
         for index, batch in enumerate(loader, start=1):
             check_bad_images(batch, skip_bad_images=cfg.data.skip_bad_images)
             if batch.images is None:
                 if ctx.distributed:
                     raise DataError(f"epoch {epoch + 1}: every image of a batch is unreadable")
                 continue
+            lr = group_lr(s.optimizer, "head")
             out = self._step(ctx, s, batch.images, batch.labels)
             book.step += 1
-            n_batches += 1
+            self._set_lr(s, stage.lr_scale)
             loss = float(out.total.detach())
-            total += loss
-            for name, value in out.parts.items():
-                sums[name] += value
-            if out.n_triplets is not None:
-                mined.append(out.n_triplets)
-                if out.n_triplets == 0 and zero == 0 and ctx.is_main:
-                    logger.warning(
-                        "epoch %d batch %d: no triplet mined (an identity needs 2+ images in "
-                        "the batch and a violating negative); counted in zero_triplet_batches",
-                        epoch + 1,
-                        index,
-                    )
-                zero += out.n_triplets == 0
-            lr = float(s.optimizer.param_groups[1]["lr"])  # the head's
+            if out.n_triplets == 0 and stats.zero_triplet_batches == 0 and ctx.is_main:
+                logger.warning(
+                    "epoch %d batch %d: no triplet mined (an identity needs 2+ images in "
+                    "the batch and a violating negative); counted in zero_triplet_batches",
+                    epoch + 1,
+                    index,
+                )
+            stats.add(out, loss)
             log.iteration(book.step, {"loss": loss, "lr": lr, **out.parts})
             self._report(ctx, epoch, index, batches, "batch")
         del loader
         broadcast_module(ctx, s.net, buffers_only=True)  # rank 0's BatchNorm statistics
-        n = max(1, n_batches)
-        record: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "step": book.step,
-            "lr": float(s.optimizer.param_groups[1]["lr"]),
-            "loss": total / n,
-            **{f"loss_{k}": v / n for k, v in sums.items()},
-            "n_triplets": sum(mined) / len(mined) if mined else None,
-            "zero_triplet_batches": zero if mined else None,
-            "val_top1": None,
-            "val_mAP": None,
-        }
-        due = len(s.data.val) > 0 and (
-            (epoch + 1) % cfg.train.eval_every_epochs == 0 or epoch + 1 == cfg.schedule.epochs
-        )
-        metrics: dict[str, float] | None = None
-        if due:
+        return stats
+
+    def _epoch(
+        self, ctx: DistContext, s: RunSetup, log: RunLog, validator: Validator, epoch: int
+    ) -> None:
+        """Train one epoch, validate, keep the best model, write the files."""
+        cfg, book = self.config, self._book
+        start = time.perf_counter()
+        stats = self._train_epoch(ctx, s, log, epoch)
+        batches = s.sampler.batches_per_epoch
+        record = stats.record(epoch=epoch + 1, step=book.step, lr=group_lr(s.optimizer, "head"))
+        improved = not validator.enabled
+        if validator.due(epoch):
             self._report(ctx, epoch, batches, batches, "validate")
-            metrics = broadcast_object(
-                ctx,
-                validate(s.net, space=s.space, data=s.data, config=self.config, device=ctx.device)
-                if ctx.is_main
-                else None,
-            )
-            assert metrics is not None
+            metrics = validator()
             record["val_top1"], record["val_mAP"] = metrics["top1"], metrics["mAP"]
-        improved = metrics is not None and (
-            book.best_epoch is None or metrics["mAP"] > book.best_metrics.get("mAP", -1.0)
-        )
-        if improved:
-            assert metrics is not None
-            book.best_metrics, book.best_epoch, book.bad_validations = metrics, epoch + 1, 0
-        elif metrics is not None:
-            book.bad_validations += 1
-        if not len(s.data.val):
-            book.best_epoch = epoch + 1
-        if ctx.is_main and (improved or not len(s.data.val)):
+            improved = self._stopping.update(metrics, epoch + 1)
+        elif not validator.enabled:
+            self._stopping.best_epoch = epoch + 1
+        if ctx.is_main and improved:
             save_checkpoint(self.run_dir, net=s.net, card=s.card, config=to_dict(cfg))
         record["seconds"] = time.perf_counter() - start
         book.epoch = epoch + 1
@@ -427,19 +548,6 @@ class Trainer:
             log.epoch(record)
             logger.info("%s", epoch_line(record, cfg.schedule.epochs))
         self._report(ctx, epoch, batches, batches, "epoch")
-        patience = cfg.train.early_stopping_patience
-        if patience is not None and book.bad_validations >= patience:
-            if ctx.is_main:
-                logger.info(
-                    "early stopping after epoch %d: no better val mAP in %d validations "
-                    "(best %.4f at epoch %s)",
-                    epoch + 1,
-                    patience,
-                    book.best_metrics.get("mAP", float("nan")),
-                    book.best_epoch,
-                )
-            return True
-        return False
 
     def _save_state(self, ctx: DistContext, s: RunSetup) -> None:
         rng = gather_objects(ctx, capture_rng())
@@ -461,7 +569,7 @@ class Trainer:
             scaler=s.scaler.state_dict(),
             rng=rng,
             sampler_epoch=book.epoch,
-            best=book.best(),
+            best=self._stopping.state(),
             history=[dict(r) for r in book.history],
             config=to_dict(self.config),
         )

@@ -1,0 +1,1 @@
+"""Reproducible experiments that train and evaluate several models (``wildreid experiment``)."""

@@ -1,0 +1,377 @@
+"""The Landmark-Id benchmark on the synthetic dataset: ``wildreid experiment landmark-id``.
+
+Every variant is a normal training run (its config written to ``DIR/configs/<variant>.yaml``,
+so ``wildreid train --config`` repeats it) evaluated on the synthetic test identities (queries
+against the gallery, never seen in training):
+
+* ``baseline``: RGB only, the same backbone, losses and geometric augmentation;
+* ``stage1``: heatmap input (r = 5%): the new first layer and the classifier (head, loss
+  parameters) first, then everything;
+* ``stage2``: continues stage 1 with the reconstruction block (alpha = 1): the block alone
+  (with the classifier, whose stage-1 weights are not part of ``model.pt``), then everything
+  at a ten times smaller learning rate;
+* ``stage1-r10``, ``stage1-r20``: stage 1 with blobs of 10% and 20% of the image size;
+* ``stage1-hidden`` / ``stage1-mla-hidden``: stage 1 trained without / with MLA, both
+  evaluated with each landmark hidden with probability 0.5 (at least one kept, fixed seed);
+* ``stage2-predicted`` / ``stage2-none``: the stage-2 model fed landmarks predicted by a
+  predictor trained on the training images / zero heatmaps.
+
+A variant whose run folder already holds ``model.pt`` is not trained again (a stopped
+experiment continues). ``DIR/results.csv`` has ``variant, top1, top5, top10``;
+``DIR/results.md`` the table beside the paper's numbers, the scale and the times.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import platform
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from wildreid.config import dump_config, load_config
+from wildreid.data.schema import load_dataset
+from wildreid.data.splits import read_split
+from wildreid.data.synthetic import LANDMARK_NAMES, SynthConfig, generate_synthetic
+from wildreid.errors import ConfigError
+from wildreid.evaluation.protocol import evaluate_embeddings, protocol_from_split
+from wildreid.files import atomic_path
+from wildreid.models.checkpoint import CHECKPOINT_FILENAME
+from wildreid.models.factory import load_model
+from wildreid.models.heads import EmbeddingNet
+from wildreid.models.landmark_embedder import LandmarkEmbedConfig, embed_with_landmarks
+from wildreid.models.landmark_predictor import PREDICTOR_FILENAME, load_landmark_predictor
+from wildreid.pipeline import embed_dataset
+from wildreid.training.config import TrainConfig
+from wildreid.training.landmarks import LandmarkTrainConfig, train_landmark_predictor
+from wildreid.training.trainer import train
+
+__all__ = ["PAPER_NOTES", "SCALES", "ExperimentScale", "ResultRow", "run_landmark_id"]
+
+logger = logging.getLogger(__name__)
+
+PAPER_NOTES = {
+    "baseline": "63.81 (Table 1)",
+    "stage1": "78.10 (Table 1)",
+    "stage2": "89.53 (Table 1); 86.13 r5% (Table 3)",
+    "stage1-r10": "84.72 (Table 3, stage 2)",
+    "stage1-r20": "66.62 (Table 3, stage 2)",
+    "stage1-hidden": "55.30 (Table 4, manta rays, no MLA)",
+    "stage1-mla-hidden": "62.04 (Table 4, manta rays, MLA)",
+}
+"""The paper's top-1 for the comparable variant (ResNet50, 128 px, 750 identities)."""
+
+
+@dataclass(frozen=True)
+class ExperimentScale:
+    """How big the experiment is.
+
+    Attributes:
+        synth: the synthetic dataset (train identities, and as many test identities).
+        base: backbone (registry name); input_size: (height, width).
+        epochs: baseline and stage-1 epochs; head_epochs: stage 1's first part (new first
+            layer and classifier only).
+        stage2_recon_epochs: stage 2's first part (reconstruction block alone);
+            stage2_epochs: stage 2 in all.
+        p, k, batches_per_epoch, lr: the sampler and the peak learning rate.
+        predictor_epochs: landmark predictor epochs (its backbone: ``predictor_backbone``).
+        threads: torch threads (1 is fastest on a shared CPU).
+        weights: ``model.weights`` of every run (``random`` in tests).
+    """
+
+    synth: SynthConfig
+    base: str
+    input_size: tuple[int, int]
+    epochs: int
+    head_epochs: int
+    stage2_recon_epochs: int
+    stage2_epochs: int
+    p: int
+    k: int
+    batches_per_epoch: int | None
+    lr: float
+    predictor_epochs: int
+    predictor_backbone: str = "efficientnet_lite0"
+    threads: int | None = None
+    weights: str | None = None
+
+
+SCALES: dict[str, ExperimentScale] = {
+    "cpu": ExperimentScale(
+        synth=SynthConfig(
+            identities=32, size_px=64, train_examples=6, gallery_examples=2, query_examples=2
+        ),
+        base="efficientnet-lite0",
+        input_size=(64, 64),
+        epochs=10,
+        head_epochs=2,
+        stage2_recon_epochs=2,
+        stage2_epochs=6,
+        p=8,
+        k=4,
+        batches_per_epoch=None,
+        lr=1e-3,
+        predictor_epochs=6,
+        threads=1,
+    ),
+    "paper": ExperimentScale(
+        synth=SynthConfig(),  # 750 identities, 128 px, 3 train / 3 gallery / 5 query images
+        base="efficientnet-lite0",
+        input_size=(128, 128),
+        epochs=120,
+        head_epochs=10,
+        stage2_recon_epochs=10,
+        stage2_epochs=80,
+        p=16,
+        k=3,
+        batches_per_epoch=None,
+        lr=1e-3,
+        predictor_epochs=60,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One line of ``results.csv`` (percent)."""
+
+    variant: str
+    top1: float
+    top5: float
+    top10: float
+    seconds: float = 0.0
+
+
+def _train_config(
+    scale: ExperimentScale, data: Path, *, landmarks: bool, radius: float = 0.05, **more: Any
+) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "data": {
+            "metadata": str(data / "metadata.csv"),
+            "split": str(data / "split.csv"),
+            "val_fraction": 0.0,
+        },
+        "model": {
+            "base": scale.base,
+            "weights": scale.weights,
+            "input_size": list(scale.input_size),
+            "embedding_dim": 256,
+            "landmarks": list(LANDMARK_NAMES) if landmarks else [],
+            "landmark_radius_frac": radius,
+        },
+        "sampler": {"p": scale.p, "k": scale.k, "batches_per_epoch": scale.batches_per_epoch},
+        "augment_kind": "landmark",
+        "landmark_augment": {"rotation_deg": 360.0, "zoom": 0.2, "translate": 0.2, "nla": True},
+        "optim": {"name": "adamw", "lr": scale.lr, "weight_decay": 5e-4},
+        "schedule": {"epochs": scale.epochs, "warmup_epochs": 1},
+        "train": {"seed": 0, "device": more.pop("device", "auto")},
+    }
+    for key, value in more.items():
+        section, _, name = key.partition(".")
+        raw[section][name] = value
+    return raw
+
+
+def _lscpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    for line in out.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def run_landmark_id(
+    *,
+    scale: str | ExperimentScale,
+    out: Path,
+    device: str = "auto",
+    log: Callable[[str], None] | None = None,
+) -> list[ResultRow]:
+    """Run the benchmark (module docstring) into ``out``; return the result rows.
+
+    Raises:
+        ConfigError: unknown scale.
+    """
+    if isinstance(scale, str) and scale not in SCALES:
+        raise ConfigError(f"--scale must be one of {', '.join(SCALES)}, got {scale!r}")
+    setting = SCALES[scale] if isinstance(scale, str) else scale
+    scale_name = scale if isinstance(scale, str) else "custom"
+    say = log or logger.info
+    if setting.threads:
+        torch.set_num_threads(setting.threads)
+    start = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    data = out / "data"
+    if not (data / "metadata.csv").is_file():
+        generate_synthetic(data, config=setting.synth, workers=1)
+    runs, configs = out / "runs", out / "configs"
+    configs.mkdir(exist_ok=True)
+    timings: dict[str, float] = {}
+
+    def run(name: str, raw: dict[str, Any]) -> Path:
+        config = load_config(raw, TrainConfig)
+        with atomic_path(configs / f"{name}.yaml") as tmp:
+            tmp.write_text(dump_config(config), encoding="utf-8")
+        run_dir = runs / name
+        if not (run_dir / CHECKPOINT_FILENAME).is_file():
+            say(f"training {name}")
+            began = time.perf_counter()
+            train(config, out_dir=run_dir)
+            timings[name] = time.perf_counter() - began
+        return run_dir
+
+    stages1 = [{"epochs": setting.head_epochs, "train": ["stem", "head", "loss"]}]
+    lm: dict[str, Any] = {"device": device, "schedule.stages": stages1}
+    baseline = run("baseline", _train_config(setting, data, landmarks=False, device=device))
+    stage1 = run("stage1", _train_config(setting, data, landmarks=True, **dict(lm)))
+    stage2_raw = _train_config(setting, data, landmarks=True, device=device)
+    stage2_raw["model"].update(
+        base=str(stage1), weights=None, reconstruction_weight=1.0, keep_head=True
+    )
+    stage2_raw["schedule"] = {
+        "epochs": setting.stage2_epochs,
+        "warmup_epochs": 0,
+        "stages": [
+            # the classifier (loss parameters) is not in model.pt: it relearns alongside
+            {"epochs": setting.stage2_recon_epochs, "train": ["reconstruction", "loss"]},
+            {"lr_scale": 0.1},
+        ],
+    }
+    stage2 = run("stage2", stage2_raw)
+    r10 = run("stage1-r10", _train_config(setting, data, landmarks=True, radius=0.10, **dict(lm)))
+    r20 = run("stage1-r20", _train_config(setting, data, landmarks=True, radius=0.20, **dict(lm)))
+    mla_raw = _train_config(setting, data, landmarks=True, **dict(lm))
+    mla_raw["landmark_augment"].update(mla_prob=0.5, mla_min_visible=2)
+    mla = run("stage1-mla", mla_raw)
+
+    predictor_dir = runs / "predictor"
+    if not (predictor_dir / PREDICTOR_FILENAME).is_file():
+        say("training the landmark predictor")
+        began = time.perf_counter()
+        predictor_config = load_config(
+            {
+                "data": {
+                    "metadata": str(data / "metadata.csv"),
+                    "split": str(data / "split.csv"),
+                    "val_fraction": 0.2,
+                },
+                "landmarks": list(LANDMARK_NAMES),
+                "backbone": setting.predictor_backbone,
+                "input_size": list(setting.input_size),
+                "epochs": setting.predictor_epochs,
+                "device": device,
+            },
+            LandmarkTrainConfig,
+        )
+        with atomic_path(configs / "predictor.yaml") as tmp:
+            tmp.write_text("task: landmarks\n" + dump_config(predictor_config), encoding="utf-8")
+        train_landmark_predictor(predictor_config, out_dir=predictor_dir)
+        timings["predictor"] = time.perf_counter() - began
+    predictor = load_landmark_predictor(predictor_dir)
+
+    metadata, root = load_dataset(data / "metadata.csv")
+    split = read_split(data / "split.csv", metadata=metadata)
+    protocol = protocol_from_split(metadata, split)
+    needed = set(protocol.query_ids) | set(protocol.gallery_ids)
+    rows = metadata[metadata["image_id"].isin(needed)]
+
+    def score(name: str, run_dir: Path, source: str | None, hide: float = 0.0) -> ResultRow:
+        began = time.perf_counter()
+        if hide > 0:
+            loaded = load_model(run_dir)
+            assert isinstance(loaded.module, EmbeddingNet)
+            result = embed_with_landmarks(
+                loaded.module,
+                loaded.space,
+                rows,
+                root=root,
+                config=LandmarkEmbedConfig(hide_prob=hide, min_visible=1, seed=0),
+            )
+        else:
+            result = embed_dataset(
+                rows,
+                root=root,
+                model=str(run_dir),
+                landmarks=source,
+                landmark_model=predictor_dir if source == "predicted" else None,
+            )
+        metrics = evaluate_embeddings(metadata, protocol, result.embeddings).metrics
+        row = ResultRow(
+            name,
+            100 * float(metrics["top1"]),
+            100 * float(metrics["top5"]),
+            100 * float(metrics["top10"]),
+            timings.get(name, 0.0) + time.perf_counter() - began,
+        )
+        say(f"{name}: top-1 {row.top1:.2f}% top-5 {row.top5:.2f}% top-10 {row.top10:.2f}%")
+        return row
+
+    results = [
+        score("baseline", baseline, None),
+        score("stage1", stage1, "annotated"),
+        score("stage2", stage2, "annotated"),
+        score("stage1-r10", r10, "annotated"),
+        score("stage1-r20", r20, "annotated"),
+        score("stage1-hidden", stage1, "annotated", hide=0.5),
+        score("stage1-mla-hidden", mla, "annotated", hide=0.5),
+        score("stage1-mla", mla, "annotated"),
+        score("stage2-predicted", stage2, "predicted"),
+        score("stage2-none", stage2, "none"),
+    ]
+    _write_results(
+        out, results, setting, scale_name, predictor.card.error_pct, time.perf_counter() - start
+    )
+    return results
+
+
+def _write_results(
+    out: Path,
+    results: list[ResultRow],
+    setting: ExperimentScale,
+    scale: str,
+    error_pct: float | None,
+    seconds: float,
+) -> None:
+    with atomic_path(out / "results.csv") as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
+        table = csv.writer(f)
+        table.writerow(["variant", "top1", "top5", "top10"])
+        for row in results:
+            table.writerow([row.variant, f"{row.top1:.2f}", f"{row.top5:.2f}", f"{row.top10:.2f}"])
+    synth = setting.synth
+    lines = [
+        f"# Landmark-Id on the synthetic dataset ({scale} scale)",
+        "",
+        f"{synth.identities} training identities x {synth.train_examples} images; "
+        f"{synth.identities} test identities, {synth.gallery_examples} gallery and "
+        f"{synth.query_examples} query images each; {synth.size_px} px; backbone "
+        f"{setting.base} at {setting.input_size[0]} px; {setting.epochs} epochs (stage 2: "
+        f"{setting.stage2_epochs} more, {setting.stage2_recon_epochs} of them the "
+        "reconstruction block alone).",
+        "",
+        "| variant | top-1 % | top-5 % | top-10 % | paper top-1 % | seconds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in results:
+        lines.append(
+            f"| {row.variant} | {row.top1:.2f} | {row.top5:.2f} | {row.top10:.2f} | "
+            f"{PAPER_NOTES.get(row.variant, '')} | {row.seconds:.0f} |"
+        )
+    error = "n/a" if error_pct is None else f"{error_pct:.2f}% of the image size"
+    lines += [
+        "",
+        f"Landmark predictor error on held-out training images: {error}.",
+        f"Total {seconds / 60:.1f} min on {_lscpu_model()} (torch threads: "
+        f"{setting.threads or torch.get_num_threads()}), one run on a shared machine.",
+        "",
+    ]
+    with atomic_path(out / "results.md") as tmp:
+        tmp.write_text("\n".join(lines), encoding="utf-8")

@@ -1,0 +1,180 @@
+"""A small heatmap-regression network that predicts landmarks where nobody annotated them.
+
+:class:`LandmarkPredictorNet` is a timm backbone's stride-8 feature map (``features_only``),
+a 3x3 conv + BN + ReLU and a 1x1 convolution to ``k`` heatmap logits, upsampled bilinearly to
+the input size. Its target is the heatmap of :func:`~wildreid.data.landmarks.render_heatmaps`
+(BCE); a landmark's position is the soft-argmax of its heatmap and it is visible when the
+heatmap's peak probability exceeds 0.5. Trained by ``wildreid train`` with a landmark config
+(:mod:`wildreid.training.landmarks`); saved as ``predictor.pt`` (the card and weights) in the
+run folder and loaded with :func:`load_landmark_predictor`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import timm
+import torch
+import torch.nn.functional as F  # noqa: N812 (the usual name)
+from PIL import Image
+from torch import nn
+
+from wildreid.errors import WeightsError
+from wildreid.files import atomic_path
+
+__all__ = [
+    "PREDICTOR_FILENAME",
+    "LandmarkPredictor",
+    "LandmarkPredictorNet",
+    "PredictorCard",
+    "load_landmark_predictor",
+    "save_landmark_predictor",
+]
+
+PREDICTOR_FILENAME = "predictor.pt"
+
+
+@dataclass(frozen=True)
+class PredictorCard:
+    """What a landmark predictor needs besides its weights.
+
+    Attributes:
+        backbone: timm architecture.
+        landmarks: landmark names, in heatmap order.
+        input_size: (height, width).
+        mean, std: RGB normalisation.
+        radius_frac: the training heatmaps' blob radius.
+        error_pct: mean error on its validation images, % of the image size (mean of H, W).
+    """
+
+    backbone: str
+    landmarks: tuple[str, ...]
+    input_size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    radius_frac: float = 0.05
+    error_pct: float | None = None
+
+
+class LandmarkPredictorNet(nn.Module):
+    """Normalised RGB (B, 3, H, W) -> heatmap logits (B, k, H, W)."""
+
+    def __init__(self, backbone: str, landmarks: int, *, pretrained: bool = False) -> None:
+        super().__init__()
+        self.features = timm.create_model(
+            backbone, features_only=True, out_indices=(2,), pretrained=pretrained
+        )
+        info: Any = self.features.feature_info
+        channels = int(info.channels()[-1])
+        self.head = nn.Sequential(
+            nn.Conv2d(channels, 64, 3, padding=1, bias=False),
+            nn.BatchNorm2d(64),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(64, landmarks, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feature = self.features(x)[-1]
+        logits = self.head(feature)
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def heatmap_points(logits: torch.Tensor) -> npt.NDArray[np.float32]:
+    """Soft-argmax positions (pixel centres) and visibility of heatmap logits.
+
+    Shapes:
+        logits: (B, k, H, W); returns (B, k, 3) ``[x, y, visible]``.
+    """
+    h, w = logits.shape[-2:]
+    prob = torch.sigmoid(logits.float())
+    weights = prob.flatten(2)
+    weights = weights / weights.sum(-1, keepdim=True).clamp_min(1e-6)
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float32) + 0.5,
+        torch.arange(w, dtype=torch.float32) + 0.5,
+        indexing="ij",
+    )
+    x = (weights * xs.flatten().to(weights.device)).sum(-1)
+    y = (weights * ys.flatten().to(weights.device)).sum(-1)
+    visible = (prob.flatten(2).amax(-1) > 0.5).float()
+    return torch.stack([x, y, visible], dim=-1).cpu().numpy().astype(np.float32)
+
+
+class LandmarkPredictor:
+    """A trained predictor: PIL images -> (k, 3) points in each image's own pixels."""
+
+    def __init__(self, net: LandmarkPredictorNet, card: PredictorCard, device: str = "cpu"):
+        self.net = net.to(device).eval()
+        self.card = card
+        self.names = card.landmarks
+        self.device = torch.device(device)
+
+    def predict(self, images: Sequence[Image.Image]) -> npt.NDArray[np.float32]:
+        """Shapes: returns (B, k, 3)."""
+        h, w = self.card.input_size
+        mean = torch.tensor(self.card.mean).view(3, 1, 1)
+        std = torch.tensor(self.card.std).view(3, 1, 1)
+        batch, scales = [], []
+        for image in images:
+            rgb = image.convert("RGB").resize((w, h), Image.Resampling.BILINEAR)
+            tensor = torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1).float() / 255
+            batch.append((tensor - mean) / std)
+            scales.append((image.width / w, image.height / h))
+        if not batch:
+            return np.zeros((0, len(self.names), 3), np.float32)
+        with torch.inference_mode():
+            points = heatmap_points(self.net(torch.stack(batch).to(self.device)))
+        factor = np.asarray(scales, np.float32)[:, None, :]
+        points[:, :, :2] *= factor
+        return points
+
+
+def save_landmark_predictor(
+    run_dir: str | os.PathLike[str], net: LandmarkPredictorNet, card: PredictorCard
+) -> Path:
+    """Write ``predictor.pt`` (card and weights) atomically; return its path."""
+    path = Path(run_dir) / PREDICTOR_FILENAME
+    raw: dict[str, Any] = asdict(card)
+    raw["landmarks"] = list(card.landmarks)
+    raw["input_size"] = list(card.input_size)
+    raw["mean"], raw["std"] = list(card.mean), list(card.std)
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"card": raw, "state": state}, tmp)
+    return path
+
+
+def load_landmark_predictor(
+    path: str | os.PathLike[str], *, device: str = "cpu"
+) -> LandmarkPredictor:
+    """Load ``predictor.pt`` (or the run folder holding it).
+
+    Raises:
+        WeightsError: missing, unreadable or not a landmark predictor.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / PREDICTOR_FILENAME
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        raw = saved["card"]
+        card = PredictorCard(
+            backbone=str(raw["backbone"]),
+            landmarks=tuple(str(n) for n in raw["landmarks"]),
+            input_size=(int(raw["input_size"][0]), int(raw["input_size"][1])),
+            mean=(float(raw["mean"][0]), float(raw["mean"][1]), float(raw["mean"][2])),
+            std=(float(raw["std"][0]), float(raw["std"][1]), float(raw["std"][2])),
+            radius_frac=float(raw["radius_frac"]),
+            error_pct=None if raw.get("error_pct") is None else float(raw["error_pct"]),
+        )
+        net = LandmarkPredictorNet(card.backbone, len(card.landmarks))
+        net.load_state_dict(saved["state"])
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise WeightsError(f"{path}: not a landmark predictor ({exc})") from exc
+    return LandmarkPredictor(net, card, device)
