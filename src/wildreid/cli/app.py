@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from wildreid.cli import data, models
+from wildreid.cli import data, experiment, models
 from wildreid.cli.demo import demo
 from wildreid.cli.embed import embed
 from wildreid.cli.evaluate import evaluate
@@ -47,6 +47,7 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
+app.add_typer(experiment.app, name="experiment")
 app.command()(embed)
 app.command()(evaluate)
 app.command()(match)

@@ -1,0 +1,1 @@
+"""Experiments: studies that train and evaluate several models and compare them."""
