@@ -22,8 +22,8 @@ TINY = [
     *("--set", "model.embedding_dim=16"),
     *("--set", "sampler.p=2"),
     *("--set", "sampler.k=2"),
-    *("--set", "sampler.batches_per_epoch=2"),
-    *("--set", "schedule.epochs=2"),
+    *("--set", "sampler.batches_per_epoch=1"),
+    *("--set", "schedule.epochs=1"),
     *("--set", "schedule.warmup_epochs=0"),
     *("--set", "train.workers=0"),
 ]
@@ -31,9 +31,11 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run.yaml over a tiny synthetic dataset (6 identities x 3 training images, 48 px)."""
+    """A run.yaml over a tiny synthetic dataset: 4 training identities x 3 images, 4 others
+    with 2 gallery images and 2 queries each, 48 px."""
     root = tmp_path_factory.mktemp("study")
-    generate_synthetic(root / "data", config=SynthConfig(identities=6, size_px=48), workers=1)
+    synth = SynthConfig(identities=4, size_px=48, gallery_examples=2, query_examples=2)
+    generate_synthetic(root / "data", config=synth, workers=1)
     config = {
         "data": {
             "metadata": str(root / "data" / "metadata.csv"),
@@ -168,8 +170,8 @@ def test_study_end_to_end_and_resume(config_file: Path, tmp_path: Path) -> None:
     assert ((rows[["top1", "top5", "mAP"]] >= 0) & (rows[["top1", "top5", "mAP"]] <= 1)).all().all()
     assert (out / "training_size.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    assert saved["data"]["val_fraction"] == 0 and saved["schedule"]["epochs"] == 2
-    for fraction, kept in (("0.5", 12), ("1", 18)):
+    assert saved["data"]["val_fraction"] == 0 and saved["schedule"]["epochs"] == 1
+    for fraction, kept in (("0.5", 8), ("1", 12)):
         split = pd.read_csv(out / "splits" / f"fraction-{fraction}.csv")
         assert (split["split"] == "train").sum() == kept
         assert (out / "runs" / f"fraction-{fraction}" / "model.pt").is_file()

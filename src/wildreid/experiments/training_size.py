@@ -26,12 +26,14 @@ carve (``data.val_fraction``) comes out of the subset; the x axis counts the ima
 fitted on (after the carve). The study's CLI sets ``val_fraction`` to 0 unless told otherwise.
 
 Nothing is computed twice: local features and embeddings are cached under ``out_dir/cache``;
-local pair scores are kept in one (Q, G) table and only the pairs not scored yet are matched;
+local pair scores are kept in one (Q, G) table (saved in the cache, keyed by the local settings
+and the protocol) and only the pairs not scored yet are matched;
 a fraction whose run finished (``runs/fraction-F/study.json``) is not trained again, so a study
 that stopped resumes where it stopped.
 
-Files: ``results.csv`` (fraction, images_per_identity, method, top1, top5, mAP,
-train_seconds), ``training_size.png``, ``config.yaml`` (the resolved training config),
+``results.csv`` and the plot are rewritten after each fraction. Files: ``results.csv``
+(fraction, images_per_identity, method, top1, top5, mAP, train_seconds),
+``training_size.png``, ``config.yaml`` (the resolved training config),
 ``study.yaml`` (the study's settings), ``splits/fraction-F.csv`` and ``runs/fraction-F/``.
 """
 
@@ -242,13 +244,22 @@ class _LocalScores:
         reranker: Reranker,
         queries: Sequence[LocalFeatures],
         gallery: Sequence[LocalFeatures],
+        *,
+        path: Path,
     ) -> None:
         self._reranker = reranker
         self._queries = queries
         self._gallery = gallery
+        self._path = path
         self.table = np.full((len(queries), len(gallery)), np.nan)
+        if path.is_file():  # keyed by the settings and the protocol: see run_training_size
+            self.table = np.load(path)
         self.seconds = 0.0
         self.pairs = 0
+
+    def _save(self) -> None:
+        with atomic_path(self._path) as tmp, tmp.open("wb") as handle:
+            np.save(handle, self.table)
 
     def values(self, shortlist: npt.NDArray[np.intp]) -> npt.NDArray[np.float64]:
         """(Q, B) the scores of each query's shortlisted gallery items (``nan`` at ``-1``),
@@ -265,6 +276,7 @@ class _LocalScores:
             )
             for (q, g), value in zip(chunk, scores, strict=True):
                 self.table[q, g] = value
+            self._save()
             logger.info("local matching: %d / %d pairs", first + len(chunk), len(pending))
         self.seconds += time.perf_counter() - start
         self.pairs += len(pending)
@@ -420,10 +432,22 @@ def run_training_size(
         skipped = (*skipped, *extraction.skipped)
         protocol = protocol.without(i for i, _ in skipped)
         features = extraction.features
+        key = hashlib.sha256(
+            "\x1f".join(
+                [
+                    dump_config(replace(study.rerank, shortlist=0, fusion="local")),
+                    reranker.extractor.key,
+                    *protocol.query_ids,
+                    "",
+                    *protocol.gallery_ids,
+                ]
+            ).encode()
+        ).hexdigest()[:16]
         local = _LocalScores(
             reranker,
             [features[i] for i in protocol.query_ids],
             [features[i] for i in protocol.gallery_ids],
+            path=cache / f"local-pairs-{key}.npy",
         )
         local.seconds += extraction.seconds
     else:
@@ -439,6 +463,8 @@ def run_training_size(
         local_result = evaluate_scores(metadata, protocol, scores)
 
     results: list[dict[str, Any]] = []
+    plot = out / "training_size.png"
+    title = f"{Path(data.metadata).parent.name or 'dataset'}: top-1 vs training images"
     for fraction, fraction_config, per_identity, run_dir in plans:
         say(f"training on {fraction:g} of the images ({per_identity:.2f} per identity)")
         seconds = _train_fraction(fraction_config, run_dir, train)
@@ -455,13 +481,11 @@ def run_training_size(
             fused_result = evaluate_scores(metadata, protocol, fused)
             results.append(_row(fraction, per_identity, "fusion", fused_result, seconds))
         _write_results(out / "results.csv", results)
+        plot_training_size(pd.DataFrame(results), plot, title=title)
         logger.info(
             "fraction %g: fine-tuned top-1 %.1f%%", fraction, 100 * tuned_result.metrics["top1"]
         )
 
-    plot = out / "training_size.png"
-    title = f"{Path(data.metadata).parent.name or 'dataset'}: top-1 vs training images"
-    plot_training_size(pd.DataFrame(results), plot, title=title)
     return StudyResult(
         rows=tuple(results),
         results_csv=out / "results.csv",
