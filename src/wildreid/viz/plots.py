@@ -6,11 +6,12 @@ import os
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 
 from wildreid.data.stats import DatasetStats
 from wildreid.files import atomic_path
 
-__all__ = ["plot_cmc", "plot_identity_sizes"]
+__all__ = ["plot_cmc", "plot_identity_sizes", "plot_training_size"]
 
 
 def plot_identity_sizes(stats: DatasetStats, path: str | os.PathLike[str], *, title: str) -> None:
@@ -68,6 +69,51 @@ def plot_cmc(cmc: npt.ArrayLike, path: str | os.PathLike[str], *, title: str) ->
     axes.set_xlabel("rank")
     axes.set_ylabel("accuracy (correct individual within rank)")
     axes.grid(True, alpha=0.3)
+    axes.set_title(title, fontsize=10)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+
+
+_STUDY_STYLES = {
+    "zero-shot": ("#9a9a9a", "--", "zero-shot global"),
+    "fine-tuned": ("#2a7f62", "-", "fine-tuned global"),
+    "local": ("#c4622d", ":", "local matching (no training)"),
+    "fusion": ("#3b5ba5", "-", "fine-tuned + local (fusion)"),
+}
+
+
+def plot_training_size(
+    results: pd.DataFrame, path: str | os.PathLike[str], *, title: str, metric: str = "top1"
+) -> None:
+    """Write ``metric`` (a fraction) against training images per identity, one line per method.
+
+    Args:
+        results: rows with ``images_per_identity``, ``method`` and ``metric`` columns (the
+            training-size study's ``results.csv``).
+
+    Raises:
+        ValueError: ``results`` lacks a needed column or has no rows.
+    """
+    from matplotlib.figure import Figure  # deferred: matplotlib is slow to import
+
+    missing = {"images_per_identity", "method", metric} - set(results.columns)
+    if missing or results.empty:
+        raise ValueError(f"results need rows and the columns {sorted(missing) or metric}")
+    figure = Figure(figsize=(6.5, 4.2), dpi=100, layout="constrained")
+    axes = figure.add_subplot()
+    for method in [*_STUDY_STYLES, *sorted(set(results["method"]) - set(_STUDY_STYLES))]:
+        rows = results[results["method"] == method].sort_values("images_per_identity")
+        if rows.empty:
+            continue
+        color, style, label = _STUDY_STYLES.get(method, ("#555555", "-", method))
+        x = rows["images_per_identity"].to_numpy(dtype=np.float64)
+        y = 100 * rows[metric].to_numpy(dtype=np.float64)
+        axes.plot(x, y, style, color=color, marker="o", linewidth=2, label=label)
+    axes.set_xlabel("training images per identity (mean)")
+    axes.set_ylabel(f"{metric} (%)")
+    axes.set_ylim(bottom=0)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
     axes.set_title(title, fontsize=10)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
