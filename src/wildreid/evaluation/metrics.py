@@ -54,6 +54,7 @@ import numpy.typing as npt
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from wildreid.errors import ConfigError
+from wildreid.ranking import top_k
 
 __all__ = [
     "UNKNOWN_LABEL",
@@ -237,7 +238,7 @@ def _rank(
         block_values = (
             values[block] if mask is None else np.where(mask[block], values[block], -np.inf)
         )
-        order = np.argsort(-block_values, axis=1, kind="stable")
+        order = top_k(block_values, n_gallery)
         hits = gallery_codes[order] == query_codes[block, None]
         if mask is not None:
             hits &= np.take_along_axis(mask[block], order, axis=1)

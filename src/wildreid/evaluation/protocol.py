@@ -39,6 +39,8 @@ import pandas as pd
 from wildreid.data.splits import SPLIT_VALUES
 from wildreid.errors import ConfigError, DataError
 from wildreid.evaluation.metrics import UNKNOWN_LABEL, summarize, threshold_at_fpr
+from wildreid.ids import first_repeat
+from wildreid.ranking import top_k
 from wildreid.types import Embeddings
 
 __all__ = [
@@ -88,11 +90,9 @@ class Protocol:
                 f"queries and {len(self.gallery_ids)} gallery items"
             )
         for side, ids in (("query", self.query_ids), ("gallery", self.gallery_ids)):
-            seen: set[str] = set()
-            for image_id in ids:
-                if image_id in seen:
-                    raise ConfigError(f"{side} image id {image_id!r} is listed more than once")
-                seen.add(image_id)
+            repeat = first_repeat(ids)
+            if repeat is not None:
+                raise ConfigError(f"{side} image id {ids[repeat[1]]!r} is listed more than once")
         both = set(self.query_ids) & set(self.gallery_ids)
         if both:
             raise ConfigError(
@@ -165,9 +165,9 @@ def _metadata_ids(metadata: pd.DataFrame) -> pd.Series[str]:
     empty = ids.str.strip() == ""
     if empty.any():
         raise DataError(f"metadata: {_where(int(np.argmax(empty)))}: image_id is empty")
-    repeated = ids.duplicated()
-    if repeated.any():
-        at = int(np.argmax(repeated))
+    repeat = first_repeat(ids)
+    if repeat is not None:
+        at = repeat[1]
         raise DataError(f"metadata: {_where(at)}: image_id {ids[at]!r} repeats an earlier row")
     return ids
 
@@ -300,25 +300,14 @@ def _top_ranking(
 ) -> npt.NDArray[np.intp]:
     """(Q, min(G, 10)) best gallery indices, ties by gallery order, -1 for excluded items.
 
-    ``scores`` holds ``-inf`` at the excluded pairs, so they sort last. The best items are
-    found by partitioning and only they are sorted (by score, then gallery index); a row with
-    ties across the cut (or fewer valid items than the depth) is sorted fully instead.
+    ``scores`` holds ``-inf`` at the excluded pairs, so they sort last.
     """
     n_queries, n_gallery = scores.shape
-    depth = min(n_gallery, _RANKING_DEPTH)
-    ranking = np.empty((n_queries, depth), dtype=np.intp)
+    ranking = np.empty((n_queries, min(n_gallery, _RANKING_DEPTH)), dtype=np.intp)
     step = max(1, _BLOCK_CELLS // n_gallery)
     for start in range(0, n_queries, step):
         rows = slice(start, start + step)
-        block = scores[rows]
-        candidates = np.argpartition(-block, depth - 1, axis=1)[:, :depth]
-        values = np.take_along_axis(block, candidates, axis=1)
-        order = np.lexsort((candidates, -values), axis=1)
-        top = np.take_along_axis(candidates, order, axis=1)
-        cut = values.min(axis=1, keepdims=True)
-        tied = np.flatnonzero(np.count_nonzero(block >= cut, axis=1) > depth)
-        if tied.size:
-            top[tied] = np.argsort(-block[tied], axis=1, kind="stable")[:, :depth]
+        top = top_k(scores[rows], _RANKING_DEPTH)
         ranking[rows] = np.where(np.take_along_axis(valid[rows], top, axis=1), top, -1)
     return ranking
 
