@@ -38,8 +38,15 @@ import pandas as pd
 
 from wildreid.data.splits import SPLIT_VALUES
 from wildreid.errors import ConfigError, DataError
-from wildreid.evaluation.metrics import UNKNOWN_LABEL, summarize, threshold_at_fpr
+from wildreid.evaluation.metrics import (
+    UNKNOWN_LABEL,
+    open_set_sweep,
+    summarize,
+    threshold_at_fpr,
+)
+from wildreid.evaluation.openset import OpenSetPolicy, decision_metrics, fit_open_set_policy
 from wildreid.ids import first_repeat
+from wildreid.matching.calibration import expected_calibration_error, reliability_curve
 from wildreid.ranking import top_k
 from wildreid.types import Embeddings
 
@@ -48,6 +55,7 @@ __all__ = [
     "EvaluationResult",
     "Protocol",
     "evaluate_embeddings",
+    "fit_gallery_policy",
     "protocol_from_split",
     "split_from_column",
 ]
@@ -145,6 +153,7 @@ class EvaluationResult:
     cmc: np.ndarray
     known: np.ndarray
     excluded_pairs: int
+    reliability: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
 
 
 def _cells(column: pd.Series[Any]) -> pd.Series[str]:
@@ -338,6 +347,100 @@ def _known(
     return known
 
 
+def _same_identity(labels: tuple[Sequence[str], Sequence[str]]) -> npt.NDArray[np.bool_]:
+    """(Q, G) True where query and gallery item are the same named individual."""
+    codes, _ = pd.factorize(pd.Series([*labels[0], *labels[1]], dtype=object))
+    query_codes, gallery_codes = codes[: len(labels[0])], codes[len(labels[0]) :]
+    named = np.array([label != UNKNOWN_LABEL for label in labels[0]], dtype=np.bool_)
+    same: npt.NDArray[np.bool_] = (query_codes[:, None] == gallery_codes[None, :]) & named[:, None]
+    return same
+
+
+def _calibration_metrics(
+    policy: OpenSetPolicy,
+    probability: npt.NDArray[Any],
+    scores: npt.NDArray[Any],
+    same: npt.NDArray[np.bool_],
+    valid: npt.NDArray[np.bool_],
+) -> dict[str, float]:
+    """ECE of raw cosine (clipped to [0, 1]) and of the calibrated probability, on the pairs
+    of the evaluated queries (never used to fit anything)."""
+    pairs = same[valid]
+    return {
+        "ECE_raw": expected_calibration_error(np.clip(scores[valid], 0.0, 1.0), pairs),
+        "ECE_calibrated": expected_calibration_error(probability[valid], pairs),
+        "review_margin": policy.review_margin,
+    }
+
+
+def _decision_facts(
+    policy: OpenSetPolicy,
+    probability: npt.NDArray[Any],
+    labels: tuple[Sequence[str], Sequence[str]],
+    ranking: npt.NDArray[np.intp],
+    known: npt.NDArray[np.bool_],
+) -> dict[str, float]:
+    top = ranking[:, 0]
+    rows = np.arange(len(top))
+    gallery = np.array(labels[1], dtype=object)
+    correct = (top >= 0) & (gallery[np.maximum(top, 0)] == np.array(labels[0], dtype=object))
+    top_probability = np.where(top >= 0, probability[rows, np.maximum(top, 0)], -np.inf)
+    return decision_metrics(top_probability, correct, known, policy)
+
+
+def _reliability(
+    probability: npt.NDArray[Any], scores: npt.NDArray[Any], same: npt.NDArray[np.bool_]
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    return {
+        "raw cosine": reliability_curve(np.clip(scores, 0.0, 1.0), same),
+        "calibrated": reliability_curve(probability, same),
+    }
+
+
+def fit_gallery_policy(
+    metadata: pd.DataFrame,
+    protocol: Protocol,
+    embeddings: Embeddings,
+    *,
+    group_column: str | None = None,
+    **options: Any,
+) -> OpenSetPolicy:
+    """The open-set policy fitted on a carve of the gallery side only (never the queries).
+
+    Args:
+        group_column: metadata column (or columns joined by ``+``) of near-duplicate groups
+            kept on one side of the carve; every image is its own group by default.
+        options: keyword options of :func:`~wildreid.evaluation.openset.fit_open_set_policy`.
+
+    Raises:
+        ConfigError: ``group_column`` is not a metadata column, or invalid options.
+        DataError: too few calibration pairs.
+    """
+    key = tuple(group_column.split("+")) if group_column else ()
+    missing = [c for c in key if c not in metadata.columns]
+    if missing:
+        raise ConfigError(
+            f"group column {missing[0]!r} is not a metadata column "
+            f"(columns: {', '.join(map(str, metadata.columns))})"
+        )
+    rows = _lookup(metadata, protocol.gallery_ids, ["identity", *key], "gallery")
+    vectors = _unit_vectors(embeddings, protocol.gallery_ids, "gallery")
+    groups = None
+    if key:
+        values = _key_values(rows, key)
+        # An empty group cell makes the image a group of its own.
+        groups = [
+            str(v) if isinstance(v, str) else f"\x00{i}" for i, v in enumerate(values.tolist())
+        ]
+    return fit_open_set_policy(
+        vectors @ vectors.T,
+        list(rows["identity"]),
+        space=embeddings.space,
+        groups=groups,
+        **options,
+    )
+
+
 def evaluate_embeddings(
     metadata: pd.DataFrame,
     protocol: Protocol,
@@ -346,6 +449,8 @@ def evaluate_embeddings(
     exclude_same: Sequence[str] = (),
     threshold: float | None = None,
     open_set: bool | None = None,
+    policy: OpenSetPolicy | None = None,
+    oracle: bool = False,
 ) -> EvaluationResult:
     """Rank the gallery for every query by cosine similarity and compute the metrics.
 
@@ -413,24 +518,50 @@ def evaluate_embeddings(
             "open-set metrics need a new query (identity absent from the gallery, or "
             f"{UNKNOWN_LABEL!r}), but every query is known; use open_set=None or False"
         )
+    if policy is not None and threshold is not None:
+        raise ConfigError("a threshold and a calibrated policy were both given; drop one")
     extra: dict[str, float] = {}
-    if threshold is None and has_new and open_set is not False:
+    oracle_threshold: float | None = None
+    if has_new and open_set is not False and (oracle or (threshold is None and policy is None)):
         chosen = _threshold_at_fpr(scores, valid, known)
-        threshold = -1.0 if math.isinf(chosen) else chosen
-        extra["threshold_fpr"] = DEFAULT_FPR
+        oracle_threshold = -1.0 if math.isinf(chosen) else chosen
+        extra["threshold_fpr" if policy is None else "oracle_threshold_fpr"] = DEFAULT_FPR
+    if threshold is None and policy is None:
+        threshold = oracle_threshold
+    ranked_scores: npt.NDArray[Any] = scores
+    if policy is not None:
+        ranked_scores = policy.probability(np.where(valid, scores, -np.inf))
+        threshold = policy.threshold if open_set is not False else None
     # One ranking gives every metric and the CMC curve (top-k for k = 1..depth).
     depth = min(len(gallery), _CMC_DEPTH)
     ks = sorted({*_KS, *range(1, depth + 1)})
-    ranked = summarize(scores, *labels, ks=ks, threshold=threshold, valid=valid)
+    ranked = summarize(ranked_scores, *labels, ks=ks, threshold=threshold, valid=valid)
     curve = np.array([ranked[f"top{k}"] for k in range(1, depth + 1)])
     metrics = {k: v for k, v in ranked.items() if not k.startswith("top") or k in _TOP_KEYS}
     if open_set is False:
         metrics.pop("new_auroc", None)
     if threshold is not None:
         extra["threshold"] = float(threshold)
+    if "BAKS" in metrics and "BAUS" in metrics:
+        extra["open_score"] = math.sqrt(metrics["BAKS"] * metrics["BAUS"])
     excluded_pairs = int(valid.size - np.count_nonzero(valid))
-    metrics = {**metrics, **extra, "excluded_pairs": excluded_pairs}
     scores[~valid] = -np.inf
+    ranking = _top_ranking(scores, valid)
+    reliability = None
+    if policy is not None:
+        same = _same_identity(labels) & valid
+        extra.update(_calibration_metrics(policy, ranked_scores, scores, same, valid))
+        extra.update(_decision_facts(policy, ranked_scores, labels, ranking, known))
+        reliability = _reliability(ranked_scores[valid], scores[valid], same[valid])
+        if oracle and oracle_threshold is not None:
+            baks, baus = open_set_sweep(scores, *labels, thresholds=[oracle_threshold], valid=valid)
+            extra.update(
+                oracle_threshold=oracle_threshold,
+                oracle_BAKS=float(baks[0]),
+                oracle_BAUS=float(baus[0]),
+                oracle_open_score=float(np.sqrt(baks[0] * baus[0])),
+            )
+    metrics = {**metrics, **extra, "excluded_pairs": excluded_pairs}
     logger.info(
         "Evaluated %d queries against %d gallery items (%d pairs excluded): top-1 %.3f, mAP %.3f",
         len(protocol.query_ids),
@@ -446,8 +577,9 @@ def evaluate_embeddings(
         query_labels=labels[0],
         gallery_labels=labels[1],
         scores=scores,
-        ranking=_top_ranking(scores, valid),
+        ranking=ranking,
         cmc=curve,
         known=known,
         excluded_pairs=excluded_pairs,
+        reliability=reliability,
     )
