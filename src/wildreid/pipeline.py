@@ -13,8 +13,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from PIL import Image
 
+from wildreid.data.dataset import bbox_tuple
+from wildreid.data.images import load_image
 from wildreid.data.schema import UNKNOWN_IDENTITY, check_metadata, read_metadata
 from wildreid.data.splits import read_split
 from wildreid.embeddings_file import load_embeddings
@@ -24,15 +28,19 @@ from wildreid.evaluation.protocol import (
     EvaluationResult,
     Protocol,
     evaluate_embeddings,
+    evaluate_scores,
     fit_gallery_policy,
     protocol_from_split,
     split_from_column,
 )
 from wildreid.evaluation.report import ReportFiles, write_report
+from wildreid.matching.feature_cache import ExtractionResult, FeatureCache, extract_features
+from wildreid.matching.rerank import RerankConfig, Reranker, RerankResult, shortlist_recall
 from wildreid.models.cache import EmbeddingCache
 from wildreid.models.embedder import Embedder, EmbedderConfig, EmbedResult
 from wildreid.models.factory import DEFAULT_MODEL, load_model
-from wildreid.types import Embeddings
+from wildreid.types import Embeddings, LocalFeatures
+from wildreid.viz.keypoint_matches import render_keypoint_matches
 
 __all__ = [
     "CALIBRATION_FILE",
@@ -85,11 +93,69 @@ def embed_dataset(
 
 @dataclass(frozen=True)
 class EvaluationRun:
-    """What :func:`evaluate_dataset` produced."""
+    """What :func:`evaluate_dataset` produced.
+
+    Attributes:
+        result: the evaluation of the final ranking (re-ranked when re-ranking ran).
+        files: the report files.
+        skipped: ``(image_id, reason)`` of images left out as unreadable.
+        global_result: with re-ranking, the evaluation of the global ranking alone.
+        rerank: with re-ranking, what it measured (see ``metrics.json``'s ``rerank``).
+    """
 
     result: EvaluationResult
     files: ReportFiles
     skipped: tuple[tuple[str, str], ...]
+    global_result: EvaluationResult | None = None
+    rerank: dict[str, Any] | None = None
+
+
+def _rerank_rows(metadata: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:
+    needed = set(protocol.query_ids) | set(protocol.gallery_ids)
+    return metadata[metadata["image_id"].astype(str).isin(needed)]
+
+
+def _rerank(
+    metadata: pd.DataFrame,
+    protocol: Protocol,
+    global_result: EvaluationResult,
+    reranker: Reranker,
+    extraction: ExtractionResult,
+    *,
+    exclude_same: Sequence[str],
+    threshold: float | None,
+    progress: Progress | None,
+) -> tuple[EvaluationResult, RerankResult, dict[str, Any]]:
+    """Re-rank the global result's shortlists and evaluate the new ranking."""
+    features = extraction.features
+    reranked = reranker.rerank(
+        global_result.scores,
+        [features[i] for i in protocol.query_ids],
+        [features[i] for i in protocol.gallery_ids],
+        progress=progress,
+    )
+    result = evaluate_scores(
+        metadata, protocol, reranked.scores, exclude_same=exclude_same, threshold=threshold
+    )
+    n_queries = len(protocol.query_ids)
+    config = reranker.config
+    summary: dict[str, Any] = {
+        "method": config.method,
+        "shortlist": int(reranked.shortlist.shape[1]),
+        "score": config.score,
+        "fusion": config.fusion,
+        "shortlist_recall": shortlist_recall(
+            reranked.shortlist,
+            global_result.query_labels,
+            global_result.gallery_labels,
+            global_result.known,
+        ),
+        "rerank_seconds_per_query": reranked.seconds["rerank"] / n_queries,
+        "extraction_seconds": extraction.seconds,
+        "images_extracted": extraction.extracted,
+        "mean_keypoints": float(np.mean([len(f) for f in features.values()]) if features else 0.0),
+    }
+    return result, reranked, summary
 
 
 CALIBRATION_FILE = "calibration.json"
@@ -169,9 +235,11 @@ def evaluate_dataset(
     open_set: OpenSetOptions | None = None,
     config: EmbedderConfig = EmbedderConfig(),
     cache_dir: str | os.PathLike[str] | None = None,
+    rerank: RerankConfig | None = None,
     n_examples: int = 24,
     title: str | None = None,
     progress: Progress | None = None,
+    stage: Callable[[str], Progress | None] | None = None,
 ) -> EvaluationRun:
     """Evaluate queries against the gallery and write ``metrics.json`` and ``report.html``.
 
@@ -184,6 +252,17 @@ def evaluate_dataset(
     known / new / review decisions come from an open-set policy (``open_set``) calibrated on the
     gallery side only, saved as ``out_dir/calibration.json``; BAKS, BAUS, ``open_score``,
     ``review_fraction``, ``auto_accuracy`` and ECE before / after calibration are reported.
+
+    With ``rerank``, each query's global shortlist is re-ranked with local features
+    (:mod:`wildreid.matching.rerank`; features cached in ``cache_dir`` too): the metrics are
+    those of the re-ranked order, the global-only ones go under ``global`` in ``metrics.json``
+    beside ``rerank`` (method, shortlist recall, time per query), and the report draws the
+    matched keypoints between each example query and its best candidates.
+
+    Args:
+        progress: progress of the embedding (done, total).
+        stage: given a stage name (``"local features"``, ``"re-ranking"``), a progress
+            callback for it, or None.
 
     Raises:
         ConfigError: not exactly one of ``split_path`` / ``split_column`` given, or both
@@ -218,6 +297,18 @@ def evaluate_dataset(
         )
         embeddings, skipped = embedded.embeddings, embedded.skipped
         source = {"model": str(model), "weights": str(weights) if weights else "default"}
+    reranker = extraction = None
+    if rerank is not None:
+        reranker = Reranker(rerank)
+        extraction = extract_features(
+            _rerank_rows(metadata, protocol.without(i for i, _ in skipped)),
+            root=folder,
+            extractor=reranker.extractor,
+            cache=FeatureCache(cache_dir) if cache_dir is not None else None,
+            skip_bad_images=config.skip_bad_images,
+            progress=(stage or (lambda _name: None))("local features"),
+        )
+        skipped = (*skipped, *extraction.skipped)
     protocol = protocol.without(image_id for image_id, _ in skipped)
     options = open_set or OpenSetOptions()
     policy = None
@@ -234,6 +325,22 @@ def evaluate_dataset(
         policy=policy,
         oracle=options.oracle,
     )
+    global_result: EvaluationResult | None = None
+    summary: dict[str, Any] | None = None
+    drawer = None
+    if reranker is not None and extraction is not None:
+        global_result = result
+        result, _, summary = _rerank(
+            metadata,
+            protocol,
+            global_result,
+            reranker,
+            extraction,
+            exclude_same=exclude_same,
+            threshold=threshold,
+            progress=(stage or (lambda _name: None))("re-ranking"),
+        )
+        drawer = _PairDrawer(metadata, folder, reranker, extraction.features)
     report_config = {
         **source,
         "metadata": str(metadata_path),
@@ -250,6 +357,8 @@ def evaluate_dataset(
             f"({CALIBRATION_FILE}), threshold for {policy.target}, review margin "
             f"{policy.review_margin:g}"
         )
+    if rerank is not None:
+        report_config["rerank"] = asdict(rerank)
     files = write_report(
         result,
         metadata=metadata,
@@ -258,6 +367,52 @@ def evaluate_dataset(
         title=title or Path(metadata_path).parent.name or "evaluation",
         config=report_config,
         n_examples=n_examples,
+        sections=(
+            {"global": global_result.metrics, "rerank": summary}
+            if global_result is not None and summary is not None
+            else {}
+        ),
+        pair_drawer=drawer,
     )
     logger.info("wrote %s and %s", files.metrics_json, files.report_html)
-    return EvaluationRun(result=result, files=files, skipped=skipped)
+    return EvaluationRun(
+        result=result,
+        files=files,
+        skipped=skipped,
+        global_result=global_result,
+        rerank=summary,
+    )
+
+
+class _PairDrawer:
+    """Draws the matched keypoints of a query and a gallery image for the report."""
+
+    def __init__(
+        self,
+        metadata: pd.DataFrame,
+        root: Path,
+        reranker: Reranker,
+        features: dict[str, LocalFeatures],
+    ) -> None:
+        self._rows = metadata.set_index(metadata["image_id"].astype(str))
+        self._position = {image_id: i for i, image_id in enumerate(self._rows.index)}
+        self._root = root
+        self._reranker = reranker
+        self._features = features
+
+    def _image(self, image_id: str, position: int) -> Image.Image:
+        row = self._rows.loc[image_id]
+        cell = str(row["bbox"]) if "bbox" in row.index and pd.notna(row["bbox"]) else ""
+        return load_image(self._root / str(row["path"]), bbox=bbox_tuple(cell, position))
+
+    def __call__(self, query_id: str, gallery_id: str) -> Image.Image:
+        f0, f1 = self._features[query_id], self._features[gallery_id]
+        _, (matches,) = self._reranker.score_pairs([(f0, f1)])
+        return render_keypoint_matches(
+            self._image(query_id, self._position[query_id]),
+            self._image(gallery_id, self._position[gallery_id]),
+            f0,
+            f1,
+            matches,
+            height_px=160,
+        )

@@ -22,6 +22,8 @@ __all__ = [
     "EmbeddingSpace",
     "Embeddings",
     "Identification",
+    "LocalFeatures",
+    "Matches",
 ]
 
 CROP_MODES = ("stretch", "center")
@@ -194,3 +196,109 @@ class Identification:
         scores = [c.score for c in self.candidates]
         if scores != sorted(scores, reverse=True):
             raise ConfigError("Identification.candidates must be sorted by descending score")
+
+
+def _float32_array(values: np.ndarray, name: str, ndim: int) -> np.ndarray:
+    array = np.ascontiguousarray(values, dtype=np.float32)
+    if array.ndim != ndim:
+        raise ConfigError(f"{name} must be {ndim}-D, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise ConfigError(f"{name} contains NaN or infinite values")
+    return array
+
+
+@dataclass(frozen=True, eq=False)
+class LocalFeatures:
+    """Keypoints of one image with their descriptors and detection scores.
+
+    Keypoints are ``(x, y)`` pixels of the image the extractor saw: the (bbox-cropped) image
+    resized to ``image_size`` = ``(width, height)``.
+
+    Shapes:
+        keypoints: (N, 2) float32.
+        descriptors: (N, D) float32.
+        scores: (N,) float32; higher is a stronger detection.
+    """
+
+    keypoints: np.ndarray
+    descriptors: np.ndarray
+    scores: np.ndarray
+    image_size: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        keypoints = _float32_array(self.keypoints, "LocalFeatures.keypoints", 2)
+        descriptors = _float32_array(self.descriptors, "LocalFeatures.descriptors", 2)
+        scores = _float32_array(self.scores, "LocalFeatures.scores", 1)
+        n = keypoints.shape[0]
+        if keypoints.shape[1] != 2:
+            raise ConfigError(f"LocalFeatures.keypoints must be (N, 2), got {keypoints.shape}")
+        if descriptors.shape[0] != n or scores.shape[0] != n:
+            raise ConfigError(
+                f"LocalFeatures: {n} keypoints but {descriptors.shape[0]} descriptors and "
+                f"{scores.shape[0]} scores"
+            )
+        if len(self.image_size) != 2 or min(self.image_size) < 1:
+            raise ConfigError(f"LocalFeatures.image_size {self.image_size} must be (width, height)")
+        object.__setattr__(self, "keypoints", keypoints)
+        object.__setattr__(self, "descriptors", descriptors)
+        object.__setattr__(self, "scores", scores)
+        object.__setattr__(self, "image_size", (int(self.image_size[0]), int(self.image_size[1])))
+
+    def __len__(self) -> int:
+        return int(self.keypoints.shape[0])
+
+    @property
+    def dim(self) -> int:
+        """The descriptor dimension D."""
+        return int(self.descriptors.shape[1])
+
+
+@dataclass(frozen=True, eq=False)
+class Matches:
+    """Correspondences between the keypoints of two images.
+
+    Shapes:
+        pairs: (M, 2) int64: row ``i`` matches keypoint ``pairs[i, 0]`` of the first image with
+            keypoint ``pairs[i, 1]`` of the second.
+        scores: (M,) float32 match confidences in 0..1 (1 where the matcher has none).
+        inliers: (M,) bool, True for matches consistent with the geometric model; all True
+            before verification.
+    """
+
+    pairs: np.ndarray
+    scores: np.ndarray
+    inliers: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        pairs = np.ascontiguousarray(self.pairs, dtype=np.int64).reshape(-1, 2)
+        scores = _float32_array(np.asarray(self.scores).reshape(-1), "Matches.scores", 1)
+        if scores.shape[0] != pairs.shape[0]:
+            raise ConfigError(f"Matches: {pairs.shape[0]} pairs but {scores.shape[0]} scores")
+        if pairs.size and pairs.min() < 0:
+            raise ConfigError("Matches.pairs holds a negative keypoint index")
+        inliers = (
+            np.ones(pairs.shape[0], dtype=np.bool_)
+            if self.inliers is None
+            else np.asarray(self.inliers, dtype=np.bool_).reshape(-1)
+        )
+        if inliers.shape[0] != pairs.shape[0]:
+            raise ConfigError(
+                f"Matches: {pairs.shape[0]} pairs but {inliers.shape[0]} inlier flags"
+            )
+        object.__setattr__(self, "pairs", pairs)
+        object.__setattr__(self, "scores", scores)
+        object.__setattr__(self, "inliers", inliers)
+
+    def __len__(self) -> int:
+        return int(self.pairs.shape[0])
+
+    @property
+    def n_inliers(self) -> int:
+        """How many matches the geometric model kept."""
+        assert self.inliers is not None  # set in __post_init__
+        return int(np.count_nonzero(self.inliers))
+
+    @classmethod
+    def empty(cls) -> Matches:
+        """No correspondence."""
+        return cls(np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.float32))

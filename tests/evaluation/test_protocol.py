@@ -15,6 +15,7 @@ from wildreid.evaluation.metrics import threshold_at_fpr
 from wildreid.evaluation.protocol import (
     Protocol,
     evaluate_embeddings,
+    evaluate_scores,
     protocol_from_split,
     split_from_column,
 )
@@ -370,3 +371,26 @@ def test_inputs_are_not_modified() -> None:
     evaluate_embeddings(metadata, PROTOCOL, EMBEDDINGS, exclude_same=("encounter",))
     pd.testing.assert_frame_equal(metadata, METADATA)
     np.testing.assert_array_equal(EMBEDDINGS.vectors, vectors)
+
+
+def test_evaluate_scores_equals_evaluate_embeddings_on_the_same_cosines() -> None:
+    result = evaluate_embeddings(METADATA, PROTOCOL, EMBEDDINGS)
+    angles = {"g0": 0, "g1": 30, "g2": 60, "g3": 90, "q0": 10, "q1": 80, "q2": 100}
+    cosines = np.array(
+        [[_cos(angles[q] - angles[g]) for g in PROTOCOL.gallery_ids] for q in PROTOCOL.query_ids],
+        dtype=np.float32,
+    )
+    again = evaluate_scores(METADATA, PROTOCOL, cosines)
+    assert again.metrics == pytest.approx(result.metrics)
+    # Any monotone re-scoring of the rows gives the same ranking metrics.
+    shifted = evaluate_scores(METADATA, PROTOCOL, 10 + 3 * cosines, open_set=False)
+    assert shifted.metrics["mAP"] == pytest.approx(result.metrics["mAP"])
+
+
+def test_evaluate_scores_rejects_a_wrong_shape_or_nan() -> None:
+    with pytest.raises(ConfigError, match=r"scores of shape \(2, 4\)"):
+        evaluate_scores(METADATA, PROTOCOL, np.zeros((2, 4), np.float32))
+    scores = np.zeros((3, 4), np.float32)
+    scores[1, 2] = np.nan
+    with pytest.raises(ConfigError, match="query 'q1' and gallery item 'g2' is NaN"):
+        evaluate_scores(METADATA, PROTOCOL, scores)

@@ -92,7 +92,7 @@ def test_corrupt_cache_is_ignored_with_a_warning_and_rebuilt(
     first = run(root, metadata, cache)
     (file,) = cache.directory.glob("*.sqlite")
     file.write_bytes(b"this is not a database" * 100)
-    with caplog.at_level(logging.WARNING, logger="wildreid.models.cache"):
+    with caplog.at_level(logging.WARNING, logger="wildreid.fingerprint_cache"):
         rebuilt = run(root, metadata, cache)
     assert (rebuilt.n_cached, rebuilt.n_computed) == (0, 10)
     assert any("corrupt" in r.getMessage() for r in caplog.records)
@@ -162,7 +162,7 @@ def test_foreign_sqlite_file_is_replaced(tmp_path: Path, caplog: pytest.LogCaptu
         db.execute("CREATE TABLE other (x INTEGER)")
     db.close()
     rows = _rows(tmp_path, n=2)
-    with caplog.at_level(logging.WARNING, logger="wildreid.models.cache"):
+    with caplog.at_level(logging.WARNING, logger="wildreid.fingerprint_cache"):
         assert cache.lookup(_space(), rows) == ({}, rows)
     assert "rebuilding" in caplog.text
     assert cache.store(_space(), rows, np.ones((2, 4), dtype=np.float32)) == 2

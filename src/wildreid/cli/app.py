@@ -16,6 +16,7 @@ from wildreid.cli import data, models
 from wildreid.cli.demo import demo
 from wildreid.cli.embed import embed
 from wildreid.cli.evaluate import evaluate
+from wildreid.cli.match import match
 from wildreid.cli.train import train
 from wildreid.cli.tune import tune
 from wildreid.errors import WildReIDError
@@ -48,6 +49,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
 app.command()(embed)
 app.command()(evaluate)
+app.command()(match)
 app.command()(demo)
 app.command()(train)
 app.command()(tune)

@@ -26,10 +26,21 @@ def demo(
     device: DeviceOpt = "auto",
     workers: WorkersOpt = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
+    rerank: Annotated[
+        str,
+        typer.Option(
+            "--rerank",
+            help="Local-feature re-ranking: sift, rootsift, aliked-lightglue, disk-lightglue "
+            "or none.",
+        ),
+    ] = "sift",
 ) -> None:
     """Generate a synthetic dataset, identify its queries and write the HTML report."""
     from wildreid.demo import run_demo  # deferred: imports torch
+    from wildreid.matching.rerank import rerank_config
     from wildreid.models.embedder import EmbedderConfig
+
+    rerank_settings = None if rerank == "none" else rerank_config(rerank)
 
     with contextlib.ExitStack() as stack:
 
@@ -43,16 +54,27 @@ def demo(
             model=model,
             config=EmbedderConfig(device=device, workers=workers),
             overwrite=overwrite,
+            rerank=rerank_settings,
             progress=stage,
         )
-    metrics = result.evaluation.result.metrics
+    run = result.evaluation
+    metrics = run.result.metrics
+    global_metrics = run.global_result.metrics if run.global_result is not None else metrics
     decisions = sum(1 for i in result.identifications if i.decision == "known")
-    stdout_console().print(
+    lines = [
         f"identified {len(result.identifications)} queries against "
-        f"{int(metrics['n_gallery'])} gallery images of {identities} identities\n"
-        f"top-1 {100 * result.top1:.1f}%  top-5 {100 * result.top5:.1f}%  "
-        f"(identity level; image-level mAP {100 * metrics['mAP']:.1f}%)\n"
-        f"known decisions: {decisions}\n"
-        f"report: {result.evaluation.files.report_html}",
-        highlight=False,
-    )
+        f"{int(metrics['n_gallery'])} gallery images of {identities} identities",
+        f"global embeddings only:  top-1 {100 * result.top1:.1f}%  "
+        f"top-5 {100 * result.top5:.1f}%  (identity level; image-level mAP "
+        f"{100 * global_metrics['mAP']:.1f}%)",
+    ]
+    if run.rerank is not None and result.reranked_top1 is not None:
+        assert result.reranked_top5 is not None
+        lines.append(
+            f"re-ranked with {run.rerank['method']} (top {run.rerank['shortlist']}):  "
+            f"top-1 {100 * result.reranked_top1:.1f}%  top-5 {100 * result.reranked_top5:.1f}%  "
+            f"(mAP {100 * metrics['mAP']:.1f}%; {run.rerank['rerank_seconds_per_query']:.3f} s "
+            f"per query, shortlist recall {100 * run.rerank['shortlist_recall']:.1f}%)"
+        )
+    lines += [f"known decisions: {decisions}", f"report: {run.files.report_html}"]
+    stdout_console().print("\n".join(lines), highlight=False)

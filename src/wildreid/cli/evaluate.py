@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -11,12 +12,19 @@ from wildreid.cli.options import (
     BatchSizeOpt,
     CacheDirOpt,
     DeviceOpt,
+    FusionOpt,
+    KeypointsOpt,
     ModelOpt,
+    PairScoreOpt,
     PrecisionOpt,
+    RerankOpt,
+    ShortlistOpt,
     SkipBadOpt,
     WeightsOpt,
     WorkersOpt,
+    WorkingSizeOpt,
     embedder_config,
+    rerank_config,
 )
 from wildreid.cli.output import echo_json, progress_callback, stdout_console
 from wildreid.models.cards import DEFAULT_MODEL
@@ -114,9 +122,23 @@ def evaluate(
     precision: PrecisionOpt = "auto",
     skip_bad_images: SkipBadOpt = False,
     cache_dir: CacheDirOpt = None,
+    rerank: RerankOpt = None,
+    shortlist: ShortlistOpt = None,
+    pair_score: PairScoreOpt = None,
+    fusion: FusionOpt = None,
+    max_keypoints: KeypointsOpt = None,
+    working_size: WorkingSizeOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
 ) -> None:
-    """Evaluate queries (split test/query) against the gallery (gallery rows, else train)."""
+    """Evaluate queries (split test/query) against the gallery (gallery rows, else train).
+
+    With --rerank, each query's global shortlist is re-ranked with local feature matching;
+    metrics.json then holds the re-ranked metrics, the global-only ones under "global" and the
+    shortlist recall and time per query under "rerank". On a split with new individuals the
+    known / new decisions use a calibration fitted on the gallery side (calibration.json).
+    """
+    import contextlib
+
     from wildreid.pipeline import OpenSetOptions, evaluate_dataset  # deferred: imports torch
 
     config = embedder_config(
@@ -126,7 +148,35 @@ def evaluate(
         precision=precision,
         skip_bad_images=skip_bad_images,
     )
-    with progress_callback("embedding") as progress:
+    tuning = {
+        "--shortlist": shortlist,
+        "--pair-score": pair_score,
+        "--fusion": fusion,
+        "--max-keypoints": max_keypoints,
+        "--working-size": working_size,
+    }
+    if rerank is None and any(v is not None for v in tuning.values()):
+        given = ", ".join(k for k, v in tuning.items() if v is not None)
+        raise typer.BadParameter(f"{given} only apply with --rerank")
+    rerank_settings = (
+        None
+        if rerank is None
+        else rerank_config(
+            rerank,
+            shortlist=shortlist,
+            pair_score=pair_score,
+            fusion=fusion,
+            max_keypoints=max_keypoints,
+            working_size=working_size,
+            device=device,
+        )
+    )
+    with contextlib.ExitStack() as stack:
+        progress = stack.enter_context(progress_callback("embedding"))
+
+        def stage(name: str) -> Callable[[int, int], None]:
+            return stack.enter_context(progress_callback(name))
+
         run = evaluate_dataset(
             metadata,
             out_dir=out,
@@ -150,21 +200,42 @@ def evaluate(
             config=config,
             cache_dir=cache_dir,
             n_examples=examples,
+            rerank=rerank_settings,
             progress=progress,
+            stage=stage,
         )
     metrics = run.result.metrics
     if as_json:
-        echo_json(metrics)
+        if run.global_result is None:
+            echo_json(metrics)
+        else:
+            echo_json({**metrics, "global": run.global_result.metrics, "rerank": run.rerank})
         return
-    shown = "  ".join(f"{k} {100 * metrics[k]:.1f}%" for k in _SHOWN if k in metrics)
+    lines = [f"{int(metrics['n_queries'])} queries vs {int(metrics['n_gallery'])} gallery images"]
+    if run.global_result is not None and run.rerank is not None:
+        lines.append(f"global only:  {_shown(run.global_result.metrics)}")
+        lines.append(
+            f"re-ranked ({run.rerank['method']}, top {run.rerank['shortlist']}): {_shown(metrics)}"
+        )
+        lines.append(
+            f"shortlist recall {100 * run.rerank['shortlist_recall']:.1f}%, "
+            f"{run.rerank['rerank_seconds_per_query']:.3f} s per query to re-rank, "
+            f"{run.rerank['images_extracted']} image(s) extracted in "
+            f"{run.rerank['extraction_seconds']:.1f} s"
+        )
+    else:
+        lines.append(_shown(metrics))
     if "ECE_calibrated" in metrics:
-        shown += f"\nhonest decisions (threshold {metrics['threshold']:.4f} on P(same), fitted on "
-        shown += "the gallery side only)"
+        lines.append(
+            f"honest decisions: threshold {metrics['threshold']:.4f} on P(same), fitted on the "
+            "gallery side only"
+        )
     oracle = "  ".join(f"{k} {100 * metrics[k]:.1f}%" for k in _ORACLE if k in metrics)
     if oracle:
-        shown += f"\nORACLE (threshold chosen on these queries, optimistic): {oracle}"
-    stdout_console().print(
-        f"{int(metrics['n_queries'])} queries vs {int(metrics['n_gallery'])} gallery images: "
-        f"{shown}\nwrote {run.files.metrics_json} and {run.files.report_html}",
-        highlight=False,
-    )
+        lines.append(f"ORACLE (threshold chosen on these queries, optimistic): {oracle}")
+    lines.append(f"wrote {run.files.metrics_json} and {run.files.report_html}")
+    stdout_console().print("\n".join(lines), highlight=False)
+
+
+def _shown(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{k} {100 * metrics[k]:.1f}%" for k in _SHOWN if k in metrics)

@@ -8,18 +8,26 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
+    from wildreid.matching.rerank import RerankConfig
     from wildreid.models.embedder import EmbedderConfig
 
 __all__ = [
     "BatchSizeOpt",
     "CacheDirOpt",
     "DeviceOpt",
+    "FusionOpt",
+    "KeypointsOpt",
     "ModelOpt",
+    "PairScoreOpt",
     "PrecisionOpt",
+    "RerankOpt",
+    "ShortlistOpt",
     "SkipBadOpt",
     "WeightsOpt",
     "WorkersOpt",
+    "WorkingSizeOpt",
     "embedder_config",
+    "rerank_config",
 ]
 
 ModelOpt = Annotated[
@@ -47,7 +55,10 @@ SkipBadOpt = Annotated[
 ]
 CacheDirOpt = Annotated[
     Path | None,
-    typer.Option("--cache-dir", help="Reuse embeddings of unchanged images from this folder."),
+    typer.Option(
+        "--cache-dir",
+        help="Reuse embeddings (and local features) of unchanged images from this folder.",
+    ),
 ]
 
 
@@ -64,3 +75,60 @@ def embedder_config(
         precision=precision,  # type: ignore[arg-type]  # EmbedderConfig validates it
         skip_bad_images=skip_bad_images,
     )
+
+
+RerankOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--rerank",
+        help="Re-rank the global shortlist with local features: sift, rootsift, "
+        "aliked-lightglue or disk-lightglue.",
+    ),
+]
+ShortlistOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--shortlist", min=0, help="Global candidates re-ranked per query (0: all) [default: 20]."
+    ),
+]
+PairScoreOpt = Annotated[
+    str | None,
+    typer.Option("--pair-score", help="matches, inliers or confidence [default: inliers]."),
+]
+FusionOpt = Annotated[
+    str | None,
+    typer.Option("--fusion", help="local (local score only) or rank (global + local ranks)."),
+]
+KeypointsOpt = Annotated[
+    int | None, typer.Option("--max-keypoints", min=1, help="Keypoints per image [default: 512].")
+]
+WorkingSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--working-size", min=16, help="Long side images are shrunk to, pixels [default: 512]."
+    ),
+]
+
+
+def rerank_config(
+    method: str,
+    *,
+    shortlist: int | None = None,
+    pair_score: str | None = None,
+    fusion: str | None = None,
+    max_keypoints: int | None = None,
+    working_size: int | None = None,
+    device: str = "cpu",
+) -> RerankConfig:
+    """The re-ranking configuration the options describe; unset options keep the method's
+    defaults (validated by RerankConfig)."""
+    from wildreid.matching.rerank import rerank_config as build  # deferred: imports torch
+
+    given = {
+        "shortlist": shortlist,
+        "score": pair_score,
+        "fusion": fusion,
+        "max_keypoints": max_keypoints,
+        "working_size": working_size,
+    }
+    return build(method, device=device, **{k: v for k, v in given.items() if v is not None})

