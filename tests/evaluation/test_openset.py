@@ -119,3 +119,36 @@ def test_evaluation_with_a_gallery_policy_reports_honest_and_oracle_numbers() ->
     }
     with pytest.raises(ConfigError, match="group column"):
         fit_gallery_policy(metadata, protocol, embeddings, group_column="camera")
+
+
+def test_fused_policy_calibrates_local_scores_and_improves_on_weak_global_scores() -> None:
+    from wildreid.evaluation.openset import fuse_policy
+    from wildreid.matching.fusion import fuse_shortlist
+
+    vectors, labels = _clustered(30, 6, 0.9, seed=4)  # weak global scores
+    scores = vectors @ vectors.T
+    policy = fit_open_set_policy(scores, labels, space=SPACE, seed=0)
+    query, gallery = carve_calibration(labels, None, seed=0)
+    q, g = np.flatnonzero(query), np.flatnonzero(gallery)
+    block = scores[np.ix_(q, g)]
+    shortlist = np.argsort(-block, axis=1)[:, :10]
+    q_labels = [labels[i] for i in q]
+    g_labels = [labels[i] for i in g]
+    same = np.array(g_labels, dtype=object)[shortlist] == np.array(q_labels, dtype=object)[:, None]
+    local = np.where(same, 50.0, 5.0) + np.random.default_rng(0).uniform(0, 10, same.shape)
+    fused_policy, local_calibrator = fuse_policy(
+        policy, block, shortlist, local, q_labels, g_labels, matcher="sift/inliers"
+    )
+    extra = fused_policy.calibration.extra
+    assert extra["fused_calibration_open_score"] > extra["calibration_open_score"]
+    assert extra["local_matcher"] == "sift/inliers"
+    fused = fuse_shortlist(
+        block,
+        shortlist,
+        local,
+        global_calibrator=policy.calibration.calibrator,
+        local_calibrator=local_calibrator,
+    )
+    rows = np.arange(len(q))[:, None]
+    shortlisted = fused[rows, shortlist]
+    assert shortlisted[same].mean() > shortlisted[~same].mean() + 0.4

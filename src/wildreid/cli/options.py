@@ -97,7 +97,11 @@ PairScoreOpt = Annotated[
 ]
 FusionOpt = Annotated[
     str | None,
-    typer.Option("--fusion", help="local (local score only) or rank (global + local ranks)."),
+    typer.Option(
+        "--fusion",
+        help="calibrated (mean of calibrated probabilities) [default], local (local score "
+        "only) or rank (global + local ranks).",
+    ),
 ]
 KeypointsOpt = Annotated[
     int | None, typer.Option("--max-keypoints", min=1, help="Keypoints per image [default: 512].")

@@ -40,11 +40,13 @@ from wildreid.errors import ConfigError, DataError
 from wildreid.evaluation.metrics import UNKNOWN_LABEL, open_set_sweep, threshold_at_fpr
 from wildreid.matching.calibration import (
     MIN_PAIRS,
+    Calibrator,
     ScoreCalibration,
     expected_calibration_error,
     fit_calibrator,
     load_calibration,
 )
+from wildreid.matching.fusion import fuse_shortlist
 from wildreid.matching.identification import decide_scores
 from wildreid.types import EmbeddingSpace
 
@@ -54,8 +56,10 @@ __all__ = [
     "OpenSetPolicy",
     "Target",
     "carve_calibration",
+    "choose_threshold",
     "decision_metrics",
     "fit_open_set_policy",
+    "fuse_policy",
     "load_policy",
 ]
 
@@ -198,6 +202,32 @@ def _best_open_score(
     }
 
 
+def choose_threshold(
+    probability: npt.NDArray[np.float64],
+    query_labels: Sequence[str],
+    gallery_labels: Sequence[str],
+    *,
+    target: str,
+    max_false_new: float,
+) -> tuple[float, dict[str, float]]:
+    """The threshold on P(same) of the top candidate for ``target``, chosen on calibration
+    queries x calibration gallery probabilities, and its BAKS / BAUS / open score there.
+
+    Shapes:
+        probability: (Qc, Gc); ``-inf`` marks pairs not compared.
+    """
+    if target == "open_score":
+        return _best_open_score(probability, query_labels, gallery_labels)
+    threshold = threshold_at_fpr(probability, query_labels, gallery_labels, fpr=max_false_new)
+    threshold = 0.0 if math.isinf(threshold) else threshold
+    baks, baus = open_set_sweep(probability, query_labels, gallery_labels, thresholds=[threshold])
+    return threshold, {
+        "BAKS": float(baks[0]),
+        "BAUS": float(baus[0]),
+        "open_score": float(np.sqrt(baks[0] * baus[0])),
+    }
+
+
 def fit_open_set_policy(
     scores: npt.NDArray[np.floating],
     labels: Sequence[str],
@@ -258,25 +288,18 @@ def fit_open_set_policy(
             f"{block[i, j]}; every gallery pair score must be finite"
         )
     calibrator = fit_calibrator(kind, flat_scores, flat_same, min_pairs=min_pairs)
-    probability = calibrator.probability(block)
     q_labels = [str(v) for v in labels_array[q_index]]
     g_labels = [str(v) for v in labels_array[g_index]]
-    if target == "open_score":
-        threshold, facts = _best_open_score(probability, q_labels, g_labels)
-    else:
-        threshold = threshold_at_fpr(probability, q_labels, g_labels, fpr=max_false_new)
-        threshold = 0.0 if math.isinf(threshold) else threshold
-        baks, baus = open_set_sweep(probability, q_labels, g_labels, thresholds=[threshold])
-        facts = {
-            "BAKS": float(baks[0]),
-            "BAUS": float(baus[0]),
-            "open_score": float(np.sqrt(baks[0] * baus[0])),
-        }
+    probability = calibrator.probability(block)
+    threshold, facts = choose_threshold(
+        probability, q_labels, g_labels, target=target, max_false_new=max_false_new
+    )
     extra: dict[str, Any] = {
         "threshold": threshold,
         "review_margin": review_margin,
         "target": target,
         "max_false_new": max_false_new,
+        "carve": {"new_fraction": new_fraction, "query_fraction": query_fraction, "seed": seed},
         "calibration_queries": int(q_index.size),
         "calibration_gallery": int(g_index.size),
         "positive_pairs": int(np.count_nonzero(flat_same)),
@@ -300,6 +323,77 @@ def fit_open_set_policy(
         target=target,
         max_false_new=max_false_new,
     )
+
+
+def fuse_policy(
+    policy: OpenSetPolicy,
+    global_scores: npt.NDArray[np.floating],
+    shortlist: npt.NDArray[np.intp],
+    local_scores: npt.NDArray[np.floating],
+    query_labels: Sequence[str],
+    gallery_labels: Sequence[str],
+    *,
+    matcher: str,
+    kind: str = "isotonic",
+    min_pairs: int = MIN_PAIRS,
+) -> tuple[OpenSetPolicy, Calibrator]:
+    """Calibrate a local matcher's scores and re-choose the threshold on fused probabilities.
+
+    The inputs are the calibration queries x calibration gallery of the policy's carve (never
+    the evaluated queries): their global scores, the shortlist the re-ranker matched and the
+    local score of each shortlisted pair. The local calibrator is fitted on the shortlisted
+    pairs; the fused probability (mean of the calibrated global and local probabilities, the
+    global one alone outside the shortlist) gets its own threshold for the policy's target.
+
+    Shapes:
+        global_scores: (Qc, Gc). shortlist, local_scores: (Qc, K).
+
+    Raises:
+        DataError: too few positive or negative shortlisted pairs (counts named).
+    """
+    gallery = np.asarray(gallery_labels, dtype=object)
+    queries = np.asarray(query_labels, dtype=object)
+    scored = (shortlist >= 0) & np.isfinite(local_scores)
+    same = (gallery[np.maximum(shortlist, 0)] == queries[:, None]) & (queries != UNKNOWN_LABEL)[
+        :, None
+    ]
+    local = fit_calibrator(kind, local_scores[scored], same[scored], min_pairs=min_pairs)
+    fused = fuse_shortlist(
+        global_scores,
+        shortlist,
+        local_scores,
+        global_calibrator=policy.calibration.calibrator,
+        local_calibrator=local,
+    )
+    threshold, facts = choose_threshold(
+        fused,
+        list(query_labels),
+        list(gallery_labels),
+        target=policy.target,
+        max_false_new=policy.max_false_new,
+    )
+    extra = {
+        **policy.calibration.extra,
+        "threshold": threshold,
+        "global_threshold": policy.threshold,
+        "fusion": "mean of calibrated global and local probabilities",
+        "local_matcher": matcher,
+        "local_calibrator": local.to_dict(),
+        "local_positive_pairs": int(np.count_nonzero(same[scored])),
+        "local_negative_pairs": int(np.count_nonzero(~same[scored])),
+        **{f"fused_calibration_{key}": value for key, value in facts.items()},
+    }
+    calibration = ScoreCalibration(
+        policy.calibration.calibrator, policy.calibration.matcher, policy.calibration.space, extra
+    )
+    fused_policy = OpenSetPolicy(
+        calibration=calibration,
+        threshold=threshold,
+        review_margin=policy.review_margin,
+        target=policy.target,
+        max_false_new=policy.max_false_new,
+    )
+    return fused_policy, local
 
 
 def decision_metrics(

@@ -57,6 +57,7 @@ __all__ = [
     "evaluate_embeddings",
     "evaluate_scores",
     "fit_gallery_policy",
+    "gallery_calibration_data",
     "protocol_from_split",
     "split_from_column",
 ]
@@ -417,6 +418,24 @@ def fit_gallery_policy(
         ConfigError: ``group_column`` is not a metadata column, or invalid options.
         DataError: too few calibration pairs.
     """
+    scores, labels, groups = gallery_calibration_data(
+        metadata, protocol, embeddings, group_column=group_column
+    )
+    return fit_open_set_policy(scores, labels, space=embeddings.space, groups=groups, **options)
+
+
+def gallery_calibration_data(
+    metadata: pd.DataFrame,
+    protocol: Protocol,
+    embeddings: Embeddings,
+    *,
+    group_column: str | None = None,
+) -> tuple[npt.NDArray[np.float32], list[str], list[str] | None]:
+    """Gallery x gallery cosine scores, gallery identities and near-duplicate groups.
+
+    Raises:
+        ConfigError: ``group_column`` is not a metadata column.
+    """
     key = tuple(group_column.split("+")) if group_column else ()
     missing = [c for c in key if c not in metadata.columns]
     if missing:
@@ -433,13 +452,7 @@ def fit_gallery_policy(
         groups = [
             str(v) if isinstance(v, str) else f"\x00{i}" for i, v in enumerate(values.tolist())
         ]
-    return fit_open_set_policy(
-        vectors @ vectors.T,
-        list(rows["identity"]),
-        space=embeddings.space,
-        groups=groups,
-        **options,
-    )
+    return vectors @ vectors.T, list(rows["identity"]), groups
 
 
 def evaluate_embeddings(

@@ -19,7 +19,7 @@ import numpy.typing as npt
 from wildreid.errors import ConfigError
 from wildreid.matching.calibration import Calibrator, check_pair_scores
 
-__all__ = ["fit_fusion_weights", "fuse_probabilities", "fuse_scores"]
+__all__ = ["fit_fusion_weights", "fuse_probabilities", "fuse_scores", "fuse_shortlist"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -144,3 +144,45 @@ def fit_fusion_weights(
     if coef.sum() <= 0:
         return tuple(1.0 / stack.shape[1] for _ in range(stack.shape[1]))
     return tuple(float(c) for c in coef / coef.sum())
+
+
+def fuse_shortlist(
+    global_scores: npt.ArrayLike,
+    shortlist: npt.NDArray[np.intp],
+    local_scores: npt.ArrayLike,
+    *,
+    global_calibrator: Calibrator,
+    local_calibrator: Calibrator,
+    weights: Sequence[float] | None = None,
+) -> FloatArray:
+    """P(same individual) for every pair: fused where the shortlist was matched locally, the
+    calibrated global score alone elsewhere.
+
+    Args:
+        global_scores: cosine similarities; ``-inf`` marks excluded pairs (kept ``-inf``).
+        shortlist: the gallery column of each shortlisted candidate, ``-1`` for none.
+        local_scores: the local score of each shortlisted candidate; NaN where not scored.
+
+    Shapes:
+        global_scores: (Q, G). shortlist, local_scores: (Q, K). return: (Q, G).
+
+    Raises:
+        ConfigError: as :func:`fuse_scores`, or shortlist and local scores of other shapes.
+    """
+    g = np.asarray(global_scores, dtype=np.float64)
+    local_k = np.asarray(local_scores, dtype=np.float64)
+    if shortlist.shape != local_k.shape or shortlist.shape[0] != g.shape[0]:
+        raise ConfigError(
+            f"shortlist {shortlist.shape} and local scores {local_k.shape} must be (Q, K) with "
+            f"Q = {g.shape[0]}"
+        )
+    local = np.full(g.shape, np.nan)
+    rows, slots = np.nonzero(shortlist >= 0)
+    local[rows, shortlist[rows, slots]] = local_k[rows, slots]
+    return fuse_scores(
+        g,
+        local,
+        global_calibrator=global_calibrator,
+        local_calibrator=local_calibrator,
+        weights=weights,
+    )
