@@ -14,6 +14,7 @@ from typer.core import TyperGroup
 
 from wildreid.cli import data, models
 from wildreid.cli.demo import demo
+from wildreid.cli.discover import discover
 from wildreid.cli.embed import embed
 from wildreid.cli.evaluate import evaluate
 from wildreid.cli.match import match
@@ -49,6 +50,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
 app.command()(embed)
 app.command()(evaluate)
+app.command()(discover)
 app.command()(match)
 app.command()(demo)
 app.command()(train)
