@@ -152,3 +152,13 @@ def test_fused_policy_calibrates_local_scores_and_improves_on_weak_global_scores
     rows = np.arange(len(q))[:, None]
     shortlisted = fused[rows, shortlist]
     assert shortlisted[same].mean() > shortlisted[~same].mean() + 0.4
+
+
+def test_reliability_diagram_is_written(tmp_path: Path) -> None:
+    from wildreid.matching.calibration import reliability_curve
+    from wildreid.viz.plots import plot_reliability
+
+    p = np.linspace(0, 1, 50)
+    curve = reliability_curve(p, p > 0.5)
+    plot_reliability({"calibrated": curve}, tmp_path / "r.png", title="t")
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
