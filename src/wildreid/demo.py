@@ -19,13 +19,19 @@ import numpy as np
 from wildreid.data.schema import load_dataset
 from wildreid.data.synthetic import SynthConfig, generate_synthetic
 from wildreid.embeddings_file import save_embeddings
+from wildreid.evaluation.openset import load_policy
 from wildreid.index.kinds import build_index
-from wildreid.matching.identification import identify
+from wildreid.matching.identification import decide, identify
 from wildreid.matching.rerank import RerankConfig, rerank_config
 from wildreid.models.embedder import EmbedderConfig
 from wildreid.models.factory import DEFAULT_MODEL
-from wildreid.pipeline import EvaluationRun, embed_dataset, evaluate_dataset
-from wildreid.types import Identification
+from wildreid.pipeline import (
+    CALIBRATION_FILE,
+    EvaluationRun,
+    embed_dataset,
+    evaluate_dataset,
+)
+from wildreid.types import Candidate, EmbeddingSpace, Identification
 
 __all__ = ["DEMO_RERANK", "DemoResult", "identity_top_k", "ranked_identity_top_k", "run_demo"]
 
@@ -47,6 +53,10 @@ class DemoResult:
         evaluation: the evaluation (re-ranked when re-ranking ran) and the report files.
         reranked_top1, reranked_top5: identity-level accuracy of the re-ranked order, when
             re-ranking ran.
+        absent_identities: query identities left out of the gallery (new individuals, every
+            ``NEW_EVERY``-th identity); top-1 / top-5 count the other queries.
+        decisions_right: known / new decisions (calibrated threshold, fitted on the gallery
+            side) that were right: known with the right top identity, or new for a new animal.
     """
 
     data_dir: Path
@@ -56,6 +66,8 @@ class DemoResult:
     evaluation: EvaluationRun
     reranked_top1: float | None = None
     reranked_top5: float | None = None
+    absent_identities: frozenset[str] = frozenset()
+    decisions_right: int = 0
 
 
 def identity_top_k(
@@ -94,6 +106,46 @@ def ranked_identity_top_k(
     return hits / len(query_labels)
 
 
+NEW_EVERY = 5
+"""Every fifth identity of the demo keeps its queries but loses its gallery images (new); with
+fewer than ``2 * NEW_EVERY`` identities none does."""
+
+
+def _open_split(split_path: Path, metadata_identity: dict[str, str], out: Path) -> set[str]:
+    """Write ``out``: the synthetic split with the gallery images of every ``NEW_EVERY``-th
+    identity left out (``val``), so their queries are new individuals; return those identities."""
+    import pandas as pd
+
+    split = pd.read_csv(split_path, dtype=str)
+    names = sorted(set(metadata_identity.values()))
+    # Too few identities leave too few calibration pairs: then every query is known.
+    absent = set(names[NEW_EVERY - 1 :: NEW_EVERY]) if len(names) >= 2 * NEW_EVERY else set()
+    drop = (split["split"] == "gallery") & split["image_id"].map(metadata_identity).isin(absent)
+    split.loc[drop, "split"] = "val"
+    split.to_csv(out, index=False)
+    return absent
+
+
+def _calibrated_identifications(
+    identifications: tuple[Identification, ...], policy_path: Path, space: EmbeddingSpace
+) -> tuple[Identification, ...]:
+    """Candidates scored by P(same individual) and decided with the saved policy's threshold
+    for global scores (unchanged when no policy was fitted: no new individual)."""
+    if not policy_path.is_file():
+        return identifications
+    policy = load_policy(policy_path, space=space)
+    threshold = float(policy.calibration.extra.get("global_threshold", policy.threshold))
+    result = []
+    for item in identifications:
+        candidates = tuple(
+            Candidate(c.identity, c.image_id, float(policy.probability([c.score])[0]))
+            for c in item.candidates
+        )
+        decision = decide(candidates, threshold=threshold, review_margin=policy.review_margin)
+        result.append(Identification(item.query_id, candidates, decision, threshold))
+    return tuple(result)
+
+
 def run_demo(
     out_dir: str | os.PathLike[str],
     *,
@@ -128,26 +180,39 @@ def run_demo(
     ).embeddings
     embeddings_path = out / "embeddings.npz"
     save_embeddings(embedded, embeddings_path)
+    identity = dict(zip(metadata["image_id"], metadata["identity"], strict=True))
+    absent = _open_split(synth.split_path, identity, out / "split-open.csv")
     evaluation = evaluate_dataset(
         synth.metadata_path,
         out_dir=out / "report",
-        split_path=synth.split_path,
+        split_path=out / "split-open.csv",
         embeddings_path=embeddings_path,
         title=f"wildreid demo: synthetic dataset, {identities} identities, {model}",
         rerank=rerank,
         stage=stage,
     )
-    gallery = embedded.select([i for i in embedded.image_ids if subset[i] == "gallery"])
+    gallery = embedded.select(
+        [i for i in embedded.image_ids if subset[i] == "gallery" and identity[i] not in absent]
+    )
     queries = embedded.select([i for i in embedded.image_ids if subset[i] == "query"])
     index = build_index("flat", space=gallery.space, dim=gallery.dim)
     index.add(gallery)
-    identity = dict(zip(metadata["image_id"], metadata["identity"], strict=True))
-    identifications = tuple(identify(index, queries, identity))
+    identifications = _calibrated_identifications(
+        tuple(identify(index, queries, identity)),
+        out / "report" / CALIBRATION_FILE,
+        gallery.space,
+    )
+    known = [i for i in identifications if identity[i.query_id] not in absent]
+    right = sum(
+        (i.decision == "new" and identity[i.query_id] in absent)
+        or (i.decision == "known" and i.candidates[0].identity == identity[i.query_id])
+        for i in identifications
+    )
     reranked = evaluation.result if evaluation.global_result is not None else None
     result = DemoResult(
         data_dir=synth.root,
-        top1=identity_top_k(identifications, identity, k=1),
-        top5=identity_top_k(identifications, identity, k=5),
+        top1=identity_top_k(known, identity, k=1),
+        top5=identity_top_k(known, identity, k=5),
         identifications=identifications,
         evaluation=evaluation,
         reranked_top1=None
@@ -160,6 +225,8 @@ def run_demo(
         else ranked_identity_top_k(
             reranked.scores, reranked.query_labels, reranked.gallery_labels, k=5
         ),
+        absent_identities=frozenset(absent),
+        decisions_right=int(right),
     )
     logger.info("demo: top-1 %.1f%%, top-5 %.1f%%", 100 * result.top1, 100 * result.top5)
     return result

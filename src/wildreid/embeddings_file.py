@@ -30,6 +30,7 @@ import numpy as np
 
 from wildreid.errors import ConfigError, DataError
 from wildreid.files import atomic_path
+from wildreid.ids import first_repeat
 from wildreid.types import Embeddings, EmbeddingSpace
 
 __all__ = ["load_embeddings", "save_embeddings"]
@@ -116,13 +117,12 @@ def _image_ids(path: Path, raw: np.ndarray) -> tuple[str, ...]:
     empty = [i for i, v in enumerate(ids) if not v.strip()]
     if empty:
         raise DataError(f"{path}: image_id at position {empty[0]} is empty")
-    seen: dict[str, int] = {}
-    for i, image_id in enumerate(ids):
-        if image_id in seen:
-            raise DataError(
-                f"{path}: image_id {image_id!r} appears twice (positions {seen[image_id]} and {i})"
-            )
-        seen[image_id] = i
+    repeat = first_repeat(ids)
+    if repeat is not None:
+        earlier, later = repeat
+        raise DataError(
+            f"{path}: image_id {ids[later]!r} appears twice (positions {earlier} and {later})"
+        )
     return ids
 
 

@@ -14,25 +14,36 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from PIL import Image
 
 from wildreid.data.dataset import bbox_tuple
 from wildreid.data.images import load_image
-from wildreid.data.schema import load_dataset
+from wildreid.data.schema import UNKNOWN_IDENTITY, load_dataset
 from wildreid.data.splits import read_split
 from wildreid.embeddings_file import load_embeddings
-from wildreid.errors import ConfigError
+from wildreid.errors import ConfigError, DataError
+from wildreid.evaluation.openset import (
+    OpenSetPolicy,
+    carve_calibration,
+    fuse_policy,
+    load_policy,
+)
 from wildreid.evaluation.protocol import (
     EvaluationResult,
     Protocol,
     evaluate_embeddings,
     evaluate_scores,
+    fit_gallery_policy,
+    gallery_calibration_data,
     protocol_from_split,
     split_from_column,
 )
 from wildreid.evaluation.report import ReportFiles, write_report
+from wildreid.matching.calibration import calibrator_from_dict
 from wildreid.matching.feature_cache import ExtractionResult, FeatureCache, extract_features
+from wildreid.matching.fusion import fuse_shortlist
 from wildreid.matching.rerank import RerankConfig, Reranker, RerankResult, shortlist_recall
 from wildreid.models.cache import EmbeddingCache
 from wildreid.models.embedder import Embedder, EmbedderConfig, EmbedResult
@@ -41,10 +52,17 @@ from wildreid.models.heads import EmbeddingNet
 from wildreid.models.landmark_embedder import LandmarkEmbedConfig, embed_with_landmarks
 from wildreid.models.landmark_predictor import load_landmark_predictor
 from wildreid.models.onnx_export import read_onnx
-from wildreid.types import LocalFeatures
+from wildreid.types import Embeddings, LocalFeatures
 from wildreid.viz.keypoint_matches import render_keypoint_matches
 
-__all__ = ["EvaluationRun", "embed_dataset", "evaluate_dataset", "load_dataset"]
+__all__ = [
+    "CALIBRATION_FILE",
+    "EvaluationRun",
+    "OpenSetOptions",
+    "embed_dataset",
+    "evaluate_dataset",
+    "load_dataset",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -162,25 +180,53 @@ def _rerank(
     exclude_same: Sequence[str],
     threshold: float | None,
     progress: Progress | None,
+    calibration: _FusionCalibration | None = None,
 ) -> tuple[EvaluationResult, RerankResult, dict[str, Any]]:
-    """Re-rank the global result's shortlists and evaluate the new ranking."""
+    """Re-rank the global result's shortlists and evaluate the new ranking.
+
+    With ``calibration`` (fusion ``calibrated``), the local scores of calibration pairs carved
+    from the gallery are calibrated first, and the evaluated ranking is the fused probability.
+    """
     features = extraction.features
+    fused_policy = fused = None
+    fusion_facts: dict[str, Any] = {}
+    if calibration is not None:
+        fused_policy, fusion_facts = calibration.fit(reranker, features)
     reranked = reranker.rerank(
         global_result.scores,
         [features[i] for i in protocol.query_ids],
         [features[i] for i in protocol.gallery_ids],
         progress=progress,
     )
-    result = evaluate_scores(
-        metadata, protocol, reranked.scores, exclude_same=exclude_same, threshold=threshold
-    )
+    if calibration is not None and fused_policy is not None:
+        local = calibrator_from_dict(fused_policy.calibration.extra["local_calibrator"])
+        fused = fuse_shortlist(
+            global_result.scores,
+            reranked.shortlist,
+            reranked.local,
+            global_calibrator=fused_policy.calibration.calibrator,
+            local_calibrator=local,
+        )
+        result = evaluate_scores(
+            metadata,
+            protocol,
+            global_result.scores,
+            exclude_same=exclude_same,
+            policy=fused_policy,
+            oracle=calibration.oracle,
+            calibrated=fused,
+        )
+    else:
+        result = evaluate_scores(
+            metadata, protocol, reranked.scores, exclude_same=exclude_same, threshold=threshold
+        )
     n_queries = len(protocol.query_ids)
     config = reranker.config
     summary: dict[str, Any] = {
         "method": config.method,
         "shortlist": int(reranked.shortlist.shape[1]),
         "score": config.score,
-        "fusion": config.fusion,
+        "fusion": "rank" if fused is None and config.fusion == "calibrated" else config.fusion,
         "shortlist_recall": shortlist_recall(
             reranked.shortlist,
             global_result.query_labels,
@@ -191,8 +237,115 @@ def _rerank(
         "extraction_seconds": extraction.seconds,
         "images_extracted": extraction.extracted,
         "mean_keypoints": float(np.mean([len(f) for f in features.values()]) if features else 0.0),
+        **fusion_facts,
     }
+    if fused_policy is not None:
+        summary["fused_policy"] = fused_policy
     return result, reranked, summary
+
+
+@dataclass(frozen=True)
+class _FusionCalibration:
+    """What calibrated fusion needs: the global policy and its gallery-side carve."""
+
+    policy: OpenSetPolicy
+    gallery_ids: tuple[str, ...]
+    scores: npt.NDArray[np.float32]
+    labels: list[str]
+    groups: list[str] | None
+    oracle: bool
+
+    def fit(
+        self, reranker: Reranker, features: dict[str, LocalFeatures]
+    ) -> tuple[OpenSetPolicy, dict[str, Any]]:
+        carve = self.policy.calibration.extra.get("carve", {})
+        query, gallery = carve_calibration(self.labels, self.groups, **carve)
+        q_index, g_index = np.flatnonzero(query), np.flatnonzero(gallery)
+        block = self.scores[np.ix_(q_index, g_index)]
+        matched = reranker.rerank(
+            block,
+            [features[self.gallery_ids[i]] for i in q_index],
+            [features[self.gallery_ids[i]] for i in g_index],
+        )
+        policy, _ = fuse_policy(
+            self.policy,
+            block,
+            matched.shortlist,
+            matched.local,
+            [self.labels[i] for i in q_index],
+            [self.labels[i] for i in g_index],
+            matcher=f"{reranker.config.method}/{reranker.config.score}",
+            kind=self.policy.calibration.calibrator.kind,
+        )
+        extra = policy.calibration.extra
+        facts = {
+            "calibration_pairs_matched": int(np.count_nonzero(matched.shortlist >= 0)),
+            "global_calibration_open_score": extra["calibration_open_score"],
+            "fused_calibration_open_score": extra["fused_calibration_open_score"],
+        }
+        return policy, facts
+
+
+CALIBRATION_FILE = "calibration.json"
+
+
+@dataclass(frozen=True)
+class OpenSetOptions:
+    """How an evaluation with new individuals decides known / new / review.
+
+    Attributes:
+        calibration: a saved ``calibration.json`` to reuse (same embedding space only);
+            otherwise one is fitted on a carve of the gallery side and saved beside the run.
+        calibrator: ``isotonic`` or ``logistic``.
+        target: ``open_score`` (best BAKS x BAUS geometric mean) or ``false_new``.
+        max_false_new: largest share of known calibration queries called new (``false_new``).
+        review_margin: half-width of the review band in probability units.
+        group_column: near-duplicate groups kept on one side of the calibration carve;
+            defaults to the first ``exclude_same`` key.
+        oracle: also report BAKS / BAUS at the threshold chosen on the evaluated queries
+            (``oracle_*``, optimistic).
+    """
+
+    calibration: str | os.PathLike[str] | None = None
+    calibrator: str = "isotonic"
+    target: str = "open_score"
+    max_false_new: float = 0.05
+    review_margin: float = 0.0
+    group_column: str | None = None
+    oracle: bool = False
+    seed: int = 0
+
+
+def _has_new_queries(metadata: pd.DataFrame, protocol: Protocol) -> bool:
+    ids, names = metadata["image_id"].astype(str), metadata["identity"].astype(str)
+    identity = dict(zip(ids, names, strict=True))
+    gallery = {identity[i] for i in protocol.gallery_ids}
+    return any(
+        identity[i] == UNKNOWN_IDENTITY or identity[i] not in gallery for i in protocol.query_ids
+    )
+
+
+def _open_set_policy(
+    metadata: pd.DataFrame,
+    protocol: Protocol,
+    embeddings: Embeddings,
+    options: OpenSetOptions,
+    exclude_same: Sequence[str],
+) -> OpenSetPolicy:
+    if options.calibration is not None:
+        return load_policy(options.calibration, space=embeddings.space)
+    group = options.group_column or (exclude_same[0] if exclude_same else None)
+    return fit_gallery_policy(
+        metadata,
+        protocol,
+        embeddings,
+        group_column=group,
+        kind=options.calibrator,
+        target=options.target,
+        max_false_new=options.max_false_new,
+        review_margin=options.review_margin,
+        seed=options.seed,
+    )
 
 
 def evaluate_dataset(
@@ -207,6 +360,7 @@ def evaluate_dataset(
     embeddings_path: str | os.PathLike[str] | None = None,
     exclude_same: Sequence[str] = (),
     threshold: float | None = None,
+    open_set: OpenSetOptions | None = None,
     config: EmbedderConfig = EmbedderConfig(),
     cache_dir: str | os.PathLike[str] | None = None,
     rerank: RerankConfig | None = None,
@@ -224,6 +378,11 @@ def evaluate_dataset(
     when it has any, else its ``train`` rows. Vectors come from ``embeddings_path`` (an ``.npz``
     as ``wildreid embed`` writes, from any tool) or are computed with ``model``; only the query
     and gallery images are embedded.
+
+    When some query is new (identity absent from the gallery) and no ``threshold`` is given,
+    known / new / review decisions come from an open-set policy (``open_set``) calibrated on the
+    gallery side only, saved as ``out_dir/calibration.json``; BAKS, BAUS, ``open_score``,
+    ``review_fraction``, ``auto_accuracy`` and ECE before / after calibration are reported.
 
     With ``rerank``, each query's global shortlist is re-ranked with local features
     (:mod:`wildreid.matching.rerank`; features cached in ``cache_dir`` too): the metrics are
@@ -295,8 +454,38 @@ def evaluate_dataset(
         )
         skipped = (*skipped, *extraction.skipped)
     protocol = protocol.without(image_id for image_id, _ in skipped)
+    options = open_set or OpenSetOptions()
+    policy = None
+    has_new = _has_new_queries(metadata, protocol)
+    calibrated_fusion = rerank is not None and rerank.fusion == "calibrated"
+    if threshold is None and (has_new or calibrated_fusion):
+        try:
+            policy = _open_set_policy(metadata, protocol, embeddings, options, exclude_same)
+        except (ConfigError, DataError) as exc:
+            if has_new:
+                raise
+            logger.warning("no calibration for fusion (%s); re-ranked scores fused by rank", exc)
+        if policy is not None:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            policy.save(Path(out_dir) / CALIBRATION_FILE)
+    fusion_calibration = None
+    if calibrated_fusion and policy is not None:
+        group = options.group_column or (exclude_same[0] if exclude_same else None)
+        gallery_scores, gallery_labels, groups = gallery_calibration_data(
+            metadata, protocol, embeddings, group_column=group
+        )
+        fusion_calibration = _FusionCalibration(
+            policy, protocol.gallery_ids, gallery_scores, gallery_labels, groups, options.oracle
+        )
+    evaluated_policy = policy if has_new else None
     result = evaluate_embeddings(
-        metadata, protocol, embeddings, exclude_same=exclude_same, threshold=threshold
+        metadata,
+        protocol,
+        embeddings,
+        exclude_same=exclude_same,
+        threshold=threshold,
+        policy=evaluated_policy,
+        oracle=options.oracle,
     )
     global_result: EvaluationResult | None = None
     summary: dict[str, Any] | None = None
@@ -312,7 +501,12 @@ def evaluate_dataset(
             exclude_same=exclude_same,
             threshold=threshold,
             progress=(stage or (lambda _name: None))("re-ranking"),
+            calibration=fusion_calibration,
         )
+        if fusion_calibration is not None and summary is not None:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            summary["fused_policy"].save(Path(out_dir) / CALIBRATION_FILE)
+            del summary["fused_policy"]
         drawer = _PairDrawer(metadata, folder, reranker, extraction.features)
     report_config = {
         **source,
@@ -325,6 +519,12 @@ def evaluate_dataset(
         "skipped_images": len(skipped),
         "space": asdict(embeddings.space),
     }
+    if policy is not None:
+        report_config["open-set decisions"] = (
+            f"{policy.calibration.calibrator.kind} calibration fitted on the gallery side "
+            f"({CALIBRATION_FILE}), threshold for {policy.target}, review margin "
+            f"{policy.review_margin:g}"
+        )
     if rerank is not None:
         report_config["rerank"] = asdict(rerank)
     files = write_report(

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import numpy as np
 
 from wildreid.errors import ConfigError, EmbeddingSpaceError
+from wildreid.ids import first_repeat
 
 __all__ = [
     "CROP_MODES",
@@ -133,7 +134,7 @@ class Embeddings:
             raise ConfigError(
                 f"Embeddings has {vectors.shape[0]} vectors but {len(self.image_ids)} image ids"
             )
-        if len(set(self.image_ids)) != len(self.image_ids):
+        if first_repeat(self.image_ids) is not None:
             raise ConfigError("Embeddings.image_ids must be unique")
         if self.space.dim and vectors.shape[1] != self.space.dim:
             raise EmbeddingSpaceError(

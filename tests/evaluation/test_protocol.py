@@ -119,6 +119,7 @@ def test_excluding_the_same_encounter_matches_hand_computation() -> None:
             "new_auroc": 1.0,
             "threshold": _cos(40),
             "threshold_fpr": 0.05,
+            "open_score": 0.0,
             "n_queries": 3,
             "n_known_queries": 2,
             "n_new_queries": 1,

@@ -14,6 +14,7 @@ from typer.core import TyperGroup
 
 from wildreid.cli import catalogue, data, models
 from wildreid.cli.demo import demo
+from wildreid.cli.discover import discover
 from wildreid.cli.embed import embed
 from wildreid.cli.evaluate import evaluate
 from wildreid.cli.experiment import app as experiment_app
@@ -53,6 +54,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(catalogue.app, name="catalogue")
 app.command()(embed)
 app.command()(evaluate)
+app.command()(discover)
 app.command()(match)
 app.command()(demo)
 app.command()(train)

@@ -40,6 +40,7 @@ def demo(
     from wildreid.demo import run_demo  # deferred: imports torch
     from wildreid.matching.rerank import rerank_config
     from wildreid.models.embedder import EmbedderConfig
+    from wildreid.types import DECISIONS
 
     rerank_settings = None if rerank == "none" else rerank_config(rerank)
 
@@ -61,7 +62,8 @@ def demo(
     run = result.evaluation
     metrics = run.result.metrics
     global_metrics = run.global_result.metrics if run.global_result is not None else metrics
-    decisions = sum(1 for i in result.identifications if i.decision == "known")
+    counts = {d: sum(i.decision == d for i in result.identifications) for d in DECISIONS}
+    automatic = counts["known"] + counts["new"]
     lines = [
         f"identified {len(result.identifications)} queries against "
         f"{int(metrics['n_gallery'])} gallery images of {identities} identities",
@@ -77,5 +79,11 @@ def demo(
             f"(mAP {100 * metrics['mAP']:.1f}%; {run.rerank['rerank_seconds_per_query']:.3f} s "
             f"per query, shortlist recall {100 * run.rerank['shortlist_recall']:.1f}%)"
         )
-    lines += [f"known decisions: {decisions}", f"report: {run.files.report_html}"]
+    lines += [
+        f"decisions (calibrated on the gallery side; {len(result.absent_identities)} query "
+        f"identities absent from the gallery): known {counts['known']}  new {counts['new']}  "
+        f"review {counts['review']}; {result.decisions_right} of {automatic} automatic "
+        "decisions right",
+        f"report: {run.files.report_html}",
+    ]
     stdout_console().print("\n".join(lines), highlight=False)

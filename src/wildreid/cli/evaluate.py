@@ -34,7 +34,22 @@ from wildreid.models.cards import DEFAULT_MODEL
 
 __all__ = ["evaluate"]
 
-_SHOWN = ("top1", "top5", "top10", "mAP", "mINP", "BAKS", "BAUS", "new_auroc")
+_SHOWN = (
+    "top1",
+    "top5",
+    "top10",
+    "mAP",
+    "mINP",
+    "BAKS",
+    "BAUS",
+    "open_score",
+    "review_fraction",
+    "auto_accuracy",
+    "new_auroc",
+    "ECE_raw",
+    "ECE_calibrated",
+)
+_ORACLE = ("oracle_BAKS", "oracle_BAUS", "oracle_open_score")
 
 
 def evaluate(
@@ -66,6 +81,40 @@ def evaluate(
         float | None,
         typer.Option(help="Open-set threshold on the cosine score [default: at 5% FPR]."),
     ] = None,
+    calibration: Annotated[
+        Path | None,
+        typer.Option(
+            "--calibration",
+            help="Saved calibration.json to reuse [default: fit one on the gallery side].",
+            dir_okay=False,
+        ),
+    ] = None,
+    calibrator: Annotated[
+        str, typer.Option(help="Score calibrator: isotonic or logistic.")
+    ] = "isotonic",
+    target: Annotated[
+        str,
+        typer.Option(help="Threshold target: open_score (best BAKS x BAUS) or false_new."),
+    ] = "open_score",
+    max_false_new: Annotated[
+        float, typer.Option(help="Largest share of known queries called new (false_new).")
+    ] = 0.05,
+    review_margin: Annotated[
+        float, typer.Option(help="Half-width of the review band, in probability units.")
+    ] = 0.0,
+    group_column: Annotated[
+        str | None,
+        typer.Option(
+            help="Near-duplicate groups (e.g. clip) kept on one side of the calibration carve."
+        ),
+    ] = None,
+    oracle_threshold: Annotated[
+        bool,
+        typer.Option(
+            "--oracle-threshold",
+            help="Also report BAKS/BAUS at a threshold chosen on the queries (optimistic).",
+        ),
+    ] = False,
     root: Annotated[
         Path | None, typer.Option(help="Folder image paths are relative to [default: CSV's].")
     ] = None,
@@ -99,11 +148,12 @@ def evaluate(
 
     With --rerank, each query's global shortlist is re-ranked with local feature matching;
     metrics.json then holds the re-ranked metrics, the global-only ones under "global" and the
-    shortlist recall and time per query under "rerank".
+    shortlist recall and time per query under "rerank". On a split with new individuals the
+    known / new decisions use a calibration fitted on the gallery side (calibration.json).
     """
     import contextlib
 
-    from wildreid.pipeline import evaluate_dataset  # deferred: imports torch
+    from wildreid.pipeline import OpenSetOptions, evaluate_dataset  # deferred: imports torch
 
     config = embedder_config(
         batch_size=batch_size,
@@ -153,6 +203,15 @@ def evaluate(
             embeddings_path=embeddings,
             exclude_same=tuple(exclude_same or ()),
             threshold=threshold,
+            open_set=OpenSetOptions(
+                calibration=calibration,
+                calibrator=calibrator,
+                target=target,
+                max_false_new=max_false_new,
+                review_margin=review_margin,
+                group_column=group_column,
+                oracle=oracle_threshold,
+            ),
             config=config,
             cache_dir=cache_dir,
             landmarks=landmarks,
@@ -184,6 +243,14 @@ def evaluate(
         )
     else:
         lines.append(_shown(metrics))
+    if "ECE_calibrated" in metrics:
+        lines.append(
+            f"honest decisions: threshold {metrics['threshold']:.4f} on P(same), fitted on the "
+            "gallery side only"
+        )
+    oracle = "  ".join(f"{k} {100 * metrics[k]:.1f}%" for k in _ORACLE if k in metrics)
+    if oracle:
+        lines.append(f"ORACLE (threshold chosen on these queries, optimistic): {oracle}")
     lines.append(f"wrote {run.files.metrics_json} and {run.files.report_html}")
     stdout_console().print("\n".join(lines), highlight=False)
 

@@ -115,7 +115,11 @@ PairScoreOpt = Annotated[
 ]
 FusionOpt = Annotated[
     str | None,
-    typer.Option("--fusion", help="local (local score only) or rank (global + local ranks)."),
+    typer.Option(
+        "--fusion",
+        help="local (local score, ties by global) [default], calibrated (mean of calibrated "
+        "probabilities) or rank (global + local ranks).",
+    ),
 ]
 KeypointsOpt = Annotated[
     int | None, typer.Option("--max-keypoints", min=1, help="Keypoints per image [default: 512].")

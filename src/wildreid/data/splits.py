@@ -50,6 +50,7 @@ import pandas as pd
 from wildreid.data.schema import UNKNOWN_IDENTITY, parse_date
 from wildreid.errors import ConfigError, DataError
 from wildreid.files import atomic_path
+from wildreid.ids import first_repeat
 from wildreid.registry import Registry
 
 __all__ = [
@@ -289,10 +290,9 @@ def _check_ids(ids: pd.Series[str], source: str) -> None:
     empty = ids.str.strip() == ""
     if empty.any():
         raise DataError(f"{source}: {_where(_first(empty))}: image_id is empty")
-    duplicated = ids.duplicated()
-    if duplicated.any():
-        at = _first(duplicated)
-        first = int(ids.index[ids == ids[at]][0])
+    repeat = first_repeat(ids)
+    if repeat is not None:
+        first, at = repeat
         raise DataError(f"{source}: {_where(at)}: image_id {ids[at]!r} repeats row {first + 1}")
 
 

@@ -54,6 +54,7 @@ import numpy.typing as npt
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from wildreid.errors import ConfigError
+from wildreid.ranking import top_k
 
 __all__ = [
     "UNKNOWN_LABEL",
@@ -63,6 +64,7 @@ __all__ = [
     "mean_average_precision",
     "mean_inverse_negative_penalty",
     "new_individual_auroc",
+    "open_set_sweep",
     "precision_at_k",
     "similarity_from_distance",
     "summarize",
@@ -237,7 +239,7 @@ def _rank(
         block_values = (
             values[block] if mask is None else np.where(mask[block], values[block], -np.inf)
         )
-        order = np.argsort(-block_values, axis=1, kind="stable")
+        order = top_k(block_values, n_gallery)
         hits = gallery_codes[order] == query_codes[block, None]
         if mask is not None:
             hits &= np.take_along_axis(mask[block], order, axis=1)
@@ -497,6 +499,30 @@ def baus(
         ConfigError: on invalid inputs, a NaN threshold, or if no query is new.
     """
     return _baus(_rank(scores, query_labels, gallery_labels, valid), threshold)
+
+
+def open_set_sweep(
+    scores: npt.ArrayLike,
+    query_labels: Labels,
+    gallery_labels: Labels,
+    *,
+    thresholds: npt.ArrayLike,
+    valid: npt.ArrayLike | None = None,
+) -> tuple[FloatArray, FloatArray]:
+    """BAKS and BAUS at each of many thresholds, from one ranking.
+
+    Shapes:
+        thresholds: (T,). return: BAKS (T,) and BAUS (T,).
+
+    Raises:
+        ConfigError: on invalid inputs, a NaN threshold, or unless there are both known and new
+            queries.
+    """
+    ranking = _rank(scores, query_labels, gallery_labels, valid)
+    values = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+    baks_values = np.array([_baks(ranking, float(t)) for t in values])
+    baus_values = np.array([_baus(ranking, float(t)) for t in values])
+    return baks_values, baus_values
 
 
 def _new_detection(ranking: _Ranking) -> tuple[BoolArray, FloatArray]:

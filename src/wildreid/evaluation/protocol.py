@@ -39,7 +39,16 @@ import pandas as pd
 
 from wildreid.data.splits import SPLIT_VALUES
 from wildreid.errors import ConfigError, DataError
-from wildreid.evaluation.metrics import UNKNOWN_LABEL, summarize, threshold_at_fpr
+from wildreid.evaluation.metrics import (
+    UNKNOWN_LABEL,
+    open_set_sweep,
+    summarize,
+    threshold_at_fpr,
+)
+from wildreid.evaluation.openset import OpenSetPolicy, decision_metrics, fit_open_set_policy
+from wildreid.ids import first_repeat
+from wildreid.matching.calibration import expected_calibration_error, reliability_curve
+from wildreid.ranking import top_k
 from wildreid.types import Embeddings
 
 __all__ = [
@@ -48,6 +57,8 @@ __all__ = [
     "Protocol",
     "evaluate_embeddings",
     "evaluate_scores",
+    "fit_gallery_policy",
+    "gallery_calibration_data",
     "protocol_from_split",
     "split_from_column",
 ]
@@ -90,11 +101,9 @@ class Protocol:
                 f"queries and {len(self.gallery_ids)} gallery items"
             )
         for side, ids in (("query", self.query_ids), ("gallery", self.gallery_ids)):
-            seen: set[str] = set()
-            for image_id in ids:
-                if image_id in seen:
-                    raise ConfigError(f"{side} image id {image_id!r} is listed more than once")
-                seen.add(image_id)
+            repeat = first_repeat(ids)
+            if repeat is not None:
+                raise ConfigError(f"{side} image id {ids[repeat[1]]!r} is listed more than once")
         both = set(self.query_ids) & set(self.gallery_ids)
         if both:
             raise ConfigError(
@@ -162,6 +171,7 @@ class EvaluationResult:
     cmc: np.ndarray
     known: np.ndarray
     excluded_pairs: int
+    reliability: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
 
 
 def _cells(column: pd.Series[Any]) -> pd.Series[str]:
@@ -182,9 +192,9 @@ def _metadata_ids(metadata: pd.DataFrame) -> pd.Series[str]:
     empty = ids.str.strip() == ""
     if empty.any():
         raise DataError(f"metadata: {_where(int(np.argmax(empty)))}: image_id is empty")
-    repeated = ids.duplicated()
-    if repeated.any():
-        at = int(np.argmax(repeated))
+    repeat = first_repeat(ids)
+    if repeat is not None:
+        at = repeat[1]
         raise DataError(f"metadata: {_where(at)}: image_id {ids[at]!r} repeats an earlier row")
     return ids
 
@@ -317,25 +327,14 @@ def _top_ranking(
 ) -> npt.NDArray[np.intp]:
     """(Q, min(G, 10)) best gallery indices, ties by gallery order, -1 for excluded items.
 
-    ``scores`` holds ``-inf`` at the excluded pairs, so they sort last. The best items are
-    found by partitioning and only they are sorted (by score, then gallery index); a row with
-    ties across the cut (or fewer valid items than the depth) is sorted fully instead.
+    ``scores`` holds ``-inf`` at the excluded pairs, so they sort last.
     """
     n_queries, n_gallery = scores.shape
-    depth = min(n_gallery, _RANKING_DEPTH)
-    ranking = np.empty((n_queries, depth), dtype=np.intp)
+    ranking = np.empty((n_queries, min(n_gallery, _RANKING_DEPTH)), dtype=np.intp)
     step = max(1, _BLOCK_CELLS // n_gallery)
     for start in range(0, n_queries, step):
         rows = slice(start, start + step)
-        block = scores[rows]
-        candidates = np.argpartition(-block, depth - 1, axis=1)[:, :depth]
-        values = np.take_along_axis(block, candidates, axis=1)
-        order = np.lexsort((candidates, -values), axis=1)
-        top = np.take_along_axis(candidates, order, axis=1)
-        cut = values.min(axis=1, keepdims=True)
-        tied = np.flatnonzero(np.count_nonzero(block >= cut, axis=1) > depth)
-        if tied.size:
-            top[tied] = np.argsort(-block[tied], axis=1, kind="stable")[:, :depth]
+        top = top_k(scores[rows], _RANKING_DEPTH)
         ranking[rows] = np.where(np.take_along_axis(valid[rows], top, axis=1), top, -1)
     return ranking
 
@@ -366,6 +365,112 @@ def _known(
     return known
 
 
+def _same_identity(labels: tuple[Sequence[str], Sequence[str]]) -> npt.NDArray[np.bool_]:
+    """(Q, G) True where query and gallery item are the same named individual."""
+    codes, _ = pd.factorize(pd.Series([*labels[0], *labels[1]], dtype=object))
+    query_codes, gallery_codes = codes[: len(labels[0])], codes[len(labels[0]) :]
+    named = np.array([label != UNKNOWN_LABEL for label in labels[0]], dtype=np.bool_)
+    same: npt.NDArray[np.bool_] = (query_codes[:, None] == gallery_codes[None, :]) & named[:, None]
+    return same
+
+
+def _calibration_metrics(
+    policy: OpenSetPolicy,
+    probability: npt.NDArray[Any],
+    scores: npt.NDArray[Any],
+    same: npt.NDArray[np.bool_],
+    valid: npt.NDArray[np.bool_],
+) -> dict[str, float]:
+    """ECE of raw cosine (clipped to [0, 1]) and of the calibrated probability, on the pairs
+    of the evaluated queries (never used to fit anything)."""
+    pairs = same[valid]
+    return {
+        "ECE_raw": expected_calibration_error(np.clip(scores[valid], 0.0, 1.0), pairs),
+        "ECE_calibrated": expected_calibration_error(probability[valid], pairs),
+        "review_margin": policy.review_margin,
+    }
+
+
+def _decision_facts(
+    policy: OpenSetPolicy,
+    probability: npt.NDArray[Any],
+    labels: tuple[Sequence[str], Sequence[str]],
+    ranking: npt.NDArray[np.intp],
+    known: npt.NDArray[np.bool_],
+) -> dict[str, float]:
+    top = ranking[:, 0]
+    rows = np.arange(len(top))
+    gallery = np.array(labels[1], dtype=object)
+    correct = (top >= 0) & (gallery[np.maximum(top, 0)] == np.array(labels[0], dtype=object))
+    top_probability = np.where(top >= 0, probability[rows, np.maximum(top, 0)], -np.inf)
+    return decision_metrics(top_probability, correct, known, policy)
+
+
+def _reliability(
+    probability: npt.NDArray[Any], scores: npt.NDArray[Any], same: npt.NDArray[np.bool_]
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    return {
+        "raw cosine": reliability_curve(np.clip(scores, 0.0, 1.0), same),
+        "calibrated": reliability_curve(probability, same),
+    }
+
+
+def fit_gallery_policy(
+    metadata: pd.DataFrame,
+    protocol: Protocol,
+    embeddings: Embeddings,
+    *,
+    group_column: str | None = None,
+    **options: Any,
+) -> OpenSetPolicy:
+    """The open-set policy fitted on a carve of the gallery side only (never the queries).
+
+    Args:
+        group_column: metadata column (or columns joined by ``+``) of near-duplicate groups
+            kept on one side of the carve; every image is its own group by default.
+        options: keyword options of :func:`~wildreid.evaluation.openset.fit_open_set_policy`.
+
+    Raises:
+        ConfigError: ``group_column`` is not a metadata column, or invalid options.
+        DataError: too few calibration pairs.
+    """
+    scores, labels, groups = gallery_calibration_data(
+        metadata, protocol, embeddings, group_column=group_column
+    )
+    return fit_open_set_policy(scores, labels, space=embeddings.space, groups=groups, **options)
+
+
+def gallery_calibration_data(
+    metadata: pd.DataFrame,
+    protocol: Protocol,
+    embeddings: Embeddings,
+    *,
+    group_column: str | None = None,
+) -> tuple[npt.NDArray[np.float32], list[str], list[str] | None]:
+    """Gallery x gallery cosine scores, gallery identities and near-duplicate groups.
+
+    Raises:
+        ConfigError: ``group_column`` is not a metadata column.
+    """
+    key = tuple(group_column.split("+")) if group_column else ()
+    missing = [c for c in key if c not in metadata.columns]
+    if missing:
+        raise ConfigError(
+            f"group column {missing[0]!r} is not a metadata column "
+            f"(columns: {', '.join(map(str, metadata.columns))})"
+        )
+    rows = _lookup(metadata, protocol.gallery_ids, ["identity", *key], "gallery")
+    vectors = _unit_vectors(embeddings, protocol.gallery_ids, "gallery")
+    groups = None
+    if key:
+        values = _key_values(rows, key)
+        # An empty group cell makes the image a group of its own.
+        groups = [
+            str(v) if isinstance(v, str) else f"\x00{i}" for i, v in enumerate(values.tolist())
+        ]
+    return vectors @ vectors.T, list(rows["identity"]), groups
+
+
 def evaluate_embeddings(
     metadata: pd.DataFrame,
     protocol: Protocol,
@@ -374,6 +479,8 @@ def evaluate_embeddings(
     exclude_same: Sequence[str] = (),
     threshold: float | None = None,
     open_set: bool | None = None,
+    policy: OpenSetPolicy | None = None,
+    oracle: bool = False,
 ) -> EvaluationResult:
     """Rank the gallery for every query by cosine similarity and compute the metrics.
 
@@ -396,6 +503,8 @@ def evaluate_embeddings(
         exclude_same=exclude_same,
         threshold=threshold,
         open_set=open_set,
+        policy=policy,
+        oracle=oracle,
     )
 
 
@@ -407,6 +516,9 @@ def evaluate_scores(
     exclude_same: Sequence[str] = (),
     threshold: float | None = None,
     open_set: bool | None = None,
+    policy: OpenSetPolicy | None = None,
+    oracle: bool = False,
+    calibrated: npt.NDArray[np.float64] | None = None,
 ) -> EvaluationResult:
     """Rank the gallery for every query by ``scores`` (higher is more similar) and compute the
     metrics.
@@ -429,6 +541,15 @@ def evaluate_scores(
         open_set: whether to report BAUS, ``new_auroc`` and the threshold with BAKS. ``None``:
             when some query is new (identity absent from its gallery, or ``"unknown"``).
             ``True`` requires a new query; ``False`` leaves them out.
+        policy: an open-set policy fitted on the gallery side
+            (:func:`fit_gallery_policy`): the metrics are computed on its calibrated
+            probabilities (same ranking: the calibration is strictly increasing) and BAKS /
+            BAUS at its threshold, with ``open_score``, ``review_fraction``,
+            ``auto_accuracy`` and ``ECE_raw`` / ``ECE_calibrated``.
+        oracle: also report ``oracle_BAKS`` / ``oracle_BAUS`` / ``oracle_open_score`` at the
+            threshold chosen on these queries (optimistic), beside the policy's numbers.
+        calibrated: (Q, G) probabilities already calibrated and fused (re-ranking); used
+            instead of ``policy``'s calibration of ``scores``.
 
     Returns:
         The result; ``metrics`` holds ``top1``, ``top5``, ``top10``, ``mAP``, ``mINP``, the
@@ -482,24 +603,54 @@ def evaluate_scores(
             "open-set metrics need a new query (identity absent from the gallery, or "
             f"{UNKNOWN_LABEL!r}), but every query is known; use open_set=None or False"
         )
+    if policy is not None and threshold is not None:
+        raise ConfigError("a threshold and a calibrated policy were both given; drop one")
     extra: dict[str, float] = {}
-    if threshold is None and has_new and open_set is not False:
+    oracle_threshold: float | None = None
+    if has_new and open_set is not False and (oracle or (threshold is None and policy is None)):
         chosen = _threshold_at_fpr(scores, valid, known)
-        threshold = -1.0 if math.isinf(chosen) else chosen
-        extra["threshold_fpr"] = DEFAULT_FPR
+        oracle_threshold = -1.0 if math.isinf(chosen) else chosen
+        extra["threshold_fpr" if policy is None else "oracle_threshold_fpr"] = DEFAULT_FPR
+    if threshold is None and policy is None:
+        threshold = oracle_threshold
+    ranked_scores: npt.NDArray[Any] = scores
+    if policy is not None:
+        ranked_scores = (
+            policy.probability(np.where(valid, scores, -np.inf))
+            if calibrated is None
+            else np.where(valid, calibrated, -np.inf)
+        )
+        threshold = policy.threshold if open_set is not False else None
     # One ranking gives every metric and the CMC curve (top-k for k = 1..depth).
     depth = min(len(gallery), _CMC_DEPTH)
     ks = sorted({*_KS, *range(1, depth + 1)})
-    ranked = summarize(scores, *labels, ks=ks, threshold=threshold, valid=valid)
+    ranked = summarize(ranked_scores, *labels, ks=ks, threshold=threshold, valid=valid)
     curve = np.array([ranked[f"top{k}"] for k in range(1, depth + 1)])
     metrics = {k: v for k, v in ranked.items() if not k.startswith("top") or k in _TOP_KEYS}
     if open_set is False:
         metrics.pop("new_auroc", None)
     if threshold is not None:
         extra["threshold"] = float(threshold)
+    if "BAKS" in metrics and "BAUS" in metrics:
+        extra["open_score"] = math.sqrt(metrics["BAKS"] * metrics["BAUS"])
     excluded_pairs = int(valid.size - np.count_nonzero(valid))
-    metrics = {**metrics, **extra, "excluded_pairs": excluded_pairs}
     scores[~valid] = -np.inf
+    ranking = _top_ranking(scores, valid)
+    reliability = None
+    if policy is not None:
+        same = _same_identity(labels) & valid
+        extra.update(_calibration_metrics(policy, ranked_scores, scores, same, valid))
+        extra.update(_decision_facts(policy, ranked_scores, labels, ranking, known))
+        reliability = _reliability(ranked_scores[valid], scores[valid], same[valid])
+        if oracle and oracle_threshold is not None:
+            baks, baus = open_set_sweep(scores, *labels, thresholds=[oracle_threshold], valid=valid)
+            extra.update(
+                oracle_threshold=oracle_threshold,
+                oracle_BAKS=float(baks[0]),
+                oracle_BAUS=float(baus[0]),
+                oracle_open_score=float(np.sqrt(baks[0] * baus[0])),
+            )
+    metrics = {**metrics, **extra, "excluded_pairs": excluded_pairs}
     logger.info(
         "Evaluated %d queries against %d gallery items (%d pairs excluded): top-1 %.3f, mAP %.3f",
         len(protocol.query_ids),
@@ -515,8 +666,9 @@ def evaluate_scores(
         query_labels=labels[0],
         gallery_labels=labels[1],
         scores=scores,
-        ranking=_top_ranking(scores, valid),
+        ranking=ranking,
         cmc=curve,
         known=known,
         excluded_pairs=excluded_pairs,
+        reliability=reliability,
     )

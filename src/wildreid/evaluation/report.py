@@ -49,7 +49,7 @@ from wildreid.viz.match_grid import (
     fit_height,
     placeholder_image,
 )
-from wildreid.viz.plots import plot_cmc
+from wildreid.viz.plots import plot_cmc, plot_reliability
 
 __all__ = ["THUMB_HEIGHT_PX", "ReportFiles", "choose_examples", "write_report"]
 
@@ -337,6 +337,13 @@ def write_report(
     examples = [_example(result, i, str(outcomes[i]), thumbs, pair_drawer) for i in chosen]
     rerank = (sections or {}).get("rerank")
     plot_cmc(result.cmc, files.cmc_png, title=f"{title}: CMC")
+    reliability_uri = ""
+    if result.reliability is not None:
+        reliability_png = Path(out_dir) / "reliability.png"
+        plot_reliability(result.reliability, reliability_png, title=f"{title}: reliability")
+        reliability_uri = "data:image/png;base64," + base64.b64encode(
+            reliability_png.read_bytes()
+        ).decode("ascii")
     with atomic_path(files.metrics_json) as tmp:
         tmp.write_text(metrics_text + "\n", encoding="utf-8")
     environment = jinja2.Environment(
@@ -352,6 +359,7 @@ def write_report(
         comparison_rows=_comparison_rows(result.metrics, sections or {}),
         rerank_rows=_config_rows(rerank) if isinstance(rerank, Mapping) else [],
         config_rows=_config_rows(config),
+        reliability_uri=reliability_uri,
         cmc_uri="data:image/png;base64,"
         + base64.b64encode(files.cmc_png.read_bytes()).decode("ascii"),
         sampling_note=(

@@ -50,6 +50,7 @@ from wildreid.index.protocol import (
     query_matrix,
     sidecar_path,
 )
+from wildreid.ranking import top_k
 from wildreid.types import Embeddings, EmbeddingSpace
 
 with warnings.catch_warnings():
@@ -280,7 +281,7 @@ class FaissIndex:
         scores, labels = self._index.search(matrix, int(k))
         missing = labels < 0
         scores = np.where(missing, np.float32(-np.inf), scores).astype(np.float32)
-        order = np.lexsort((np.where(missing, np.iinfo(np.int64).max, labels), -scores), axis=1)
+        order = top_k(scores, int(k), key=np.where(missing, np.iinfo(np.int64).max, labels))
         scores = np.take_along_axis(scores, order, axis=1)
         labels = np.take_along_axis(labels, order, axis=1)
         if self._name_table is None:  # label -> id; the extra last slot (label -1) is padding

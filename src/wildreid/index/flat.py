@@ -27,6 +27,7 @@ from wildreid.index.protocol import (
     check_remove_ids,
     query_matrix,
 )
+from wildreid.ranking import top_k
 from wildreid.types import Embeddings, EmbeddingSpace
 
 __all__ = ["EXACT_FORMAT", "ExactIndex", "topk_stable"]
@@ -42,27 +43,13 @@ _PAD_POSITION = np.iinfo(np.int64).max
 
 
 def _block_topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``min(k, B)`` best columns of every row; ties go to the smaller column.
+    """The ``min(k, B)`` best columns of every row, best first; ties go to the smaller column.
 
     Shapes:
         scores: (Q, B) float32.
-        return: scores (Q, kb) and column positions (Q, kb) int64, both unsorted.
+        return: scores (Q, kb) and column positions (Q, kb) int64.
     """
-    q, b = scores.shape
-    kb = min(k, b)
-    if kb == b:
-        return scores, np.broadcast_to(np.arange(b, dtype=np.int64), (q, b))
-    kth = np.partition(scores, b - kb, axis=1)[:, b - kb]
-    mask = scores >= kth[:, None]
-    counts = mask.sum(axis=1)
-    if (counts == kb).all():  # no ties at the k-th score: the usual case
-        columns = np.nonzero(mask)[1].reshape(q, kb).astype(np.int64)
-    else:
-        columns = np.empty((q, kb), dtype=np.int64)
-        for r in range(q):
-            above = np.flatnonzero(scores[r] > kth[r])
-            tied = np.flatnonzero(scores[r] == kth[r])[: kb - above.size]
-            columns[r] = np.sort(np.concatenate([above, tied]))
+    columns = top_k(scores, k).astype(np.int64)
     return np.take_along_axis(scores, columns, axis=1), columns
 
 
@@ -96,7 +83,7 @@ def topk_stable(gallery: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.nd
             block_s, block_p = _block_topk(scores, k)
             all_s = np.concatenate([top_s, block_s], axis=1)
             all_p = np.concatenate([top_p, block_p + start], axis=1)
-            order = np.lexsort((all_p, -all_s), axis=1)[:, :k]
+            order = top_k(all_s, k, key=all_p)
             top_s = np.take_along_axis(all_s, order, axis=1)
             top_p = np.take_along_axis(all_p, order, axis=1)
         best_scores[q0 : q0 + _QUERY_CHUNK] = top_s

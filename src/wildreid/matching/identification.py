@@ -25,16 +25,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from wildreid.data.schema import UNKNOWN_IDENTITY
 from wildreid.errors import ConfigError
 from wildreid.index.protocol import PAD_ID, SearchResult, VectorIndex
-from wildreid.types import Candidate, Decision, Embeddings, Identification
+from wildreid.types import DECISIONS, Candidate, Decision, Embeddings, Identification
 
-__all__ = ["AGGREGATIONS", "Aggregation", "decide", "identify", "rank_identities"]
+__all__ = ["AGGREGATIONS", "Aggregation", "decide", "decide_scores", "identify", "rank_identities"]
 
 Aggregation = Literal["max", "topk_mean"]
 AGGREGATIONS: tuple[Aggregation, ...] = ("max", "topk_mean")
@@ -121,6 +122,35 @@ def rank_identities(
     return result
 
 
+def _check_decision_options(threshold: float | None, review_margin: float) -> None:
+    if review_margin < 0:
+        raise ConfigError(f"review_margin must be >= 0, got {review_margin}")
+    if threshold is None and review_margin:
+        raise ConfigError("review_margin needs a threshold; pass threshold= as well")
+
+
+def decide_scores(
+    top_scores: npt.ArrayLike, *, threshold: float | None, review_margin: float = 0.0
+) -> npt.NDArray[np.str_]:
+    """The open-set decision for each query's top-candidate score (rules in the module
+    docstring); NaN or ``-inf`` (no candidate) is ``"new"``.
+
+    Shapes:
+        top_scores: (Q,). return: (Q,) of ``known`` / ``new`` / ``review``.
+
+    Raises:
+        ConfigError: a negative margin, or a margin without a threshold.
+    """
+    _check_decision_options(threshold, review_margin)
+    top = np.asarray(top_scores, dtype=np.float64)
+    present = np.isfinite(top) | np.isposinf(top)
+    if threshold is None:
+        return np.where(present, "known", "new").astype(np.str_)
+    known = present & (top >= threshold + review_margin)
+    new = ~present | (top < threshold - review_margin)
+    return np.where(known, "known", np.where(new, "new", "review")).astype(np.str_)
+
+
 def decide(
     candidates: list[Candidate] | tuple[Candidate, ...],
     *,
@@ -132,20 +162,10 @@ def decide(
     Raises:
         ConfigError: a negative margin, or a margin without a threshold.
     """
-    if review_margin < 0:
-        raise ConfigError(f"review_margin must be >= 0, got {review_margin}")
-    if threshold is None:
-        if review_margin:
-            raise ConfigError("review_margin needs a threshold; pass threshold= as well")
-        return "known" if candidates else "new"
-    if not candidates:
-        return "new"
-    top = candidates[0].score
-    if top >= threshold + review_margin:
-        return "known"
-    if top < threshold - review_margin:
-        return "new"
-    return "review"
+    top = candidates[0].score if candidates else math.nan
+    decision = str(decide_scores([top], threshold=threshold, review_margin=review_margin)[0])
+    assert decision in DECISIONS
+    return cast(Decision, decision)
 
 
 def identify(

@@ -19,10 +19,14 @@ method                    extractor                    matcher
 
 Pair scores (``score``): ``matches`` (how many), ``inliers`` (how many agree with one
 homography or fundamental matrix, :mod:`~wildreid.matching.verification`), or ``confidence``
-(the sum of the match confidences). Fusion (``fusion``): ``local`` orders the shortlist by the
-local score (ties by the global one); ``rank`` orders it by the sum of the global and local ranks
+(the sum of the match confidences). Fusion (``fusion``): ``local`` (the default: the best
+measured, see the README) orders the shortlist by the local score (ties by the global one); ``rank`` orders it by the sum of the global and local ranks
 (ties by the local rank): parameter-free, and robust when the local score is weak on a dataset.
-Calibrated probability fusion is the next step (``wildreid.matching.calibration``).
+``calibrated`` turns both scores into P(same individual) with calibrators fitted on
+gallery-side pairs and averages them (:func:`wildreid.matching.fusion.fuse_shortlist`); the
+calibrators come from the caller (``wildreid evaluate`` fits them, see
+:func:`wildreid.pipeline.evaluate_dataset`), so :meth:`Reranker.rerank` alone orders a
+``calibrated`` shortlist as ``rank`` does until the caller replaces its scores.
 """
 
 from __future__ import annotations
@@ -62,8 +66,8 @@ logger = logging.getLogger(__name__)
 
 PairScore = Literal["matches", "inliers", "confidence"]
 PAIR_SCORES: tuple[PairScore, ...] = ("matches", "inliers", "confidence")
-Fusion = Literal["local", "rank"]
-FUSIONS: tuple[Fusion, ...] = ("local", "rank")
+Fusion = Literal["calibrated", "local", "rank"]
+FUSIONS: tuple[Fusion, ...] = ("calibrated", "local", "rank")
 
 RERANKERS: dict[str, tuple[str, str]] = {
     "sift": ("sift", "mnn"),

@@ -43,6 +43,7 @@ from wildreid.data.schema import Problem
 from wildreid.data.transforms import Resize, normalize
 from wildreid.device import autocast_dtype, resolve_device
 from wildreid.errors import ConfigError, EmbeddingSpaceError, MetadataError, WeightsError
+from wildreid.ids import first_repeat
 from wildreid.models.cache import CacheRow, EmbeddingCache
 from wildreid.models.cards import ModelCard
 from wildreid.models.compiled import CompiledCache
@@ -501,14 +502,14 @@ def _image_ids(metadata: pd.DataFrame) -> list[str]:
             f"metadata lacks column(s) {', '.join(missing)}; images need image_id and path"
         )
     ids = metadata["image_id"].astype(str).tolist()
-    first_row: dict[str, int] = {}
     for row, image_id in enumerate(ids, start=1):
         if not image_id.strip():
             raise MetadataError(str(Problem("is empty", row, "image_id")))
-        if image_id in first_row:
-            problem = Problem(f"{image_id!r} duplicates row {first_row[image_id]}", row, "image_id")
-            raise MetadataError(str(problem))
-        first_row[image_id] = row
+    repeat = first_repeat(ids)
+    if repeat is not None:
+        earlier, later = repeat
+        problem = Problem(f"{ids[later]!r} duplicates row {earlier + 1}", later + 1, "image_id")
+        raise MetadataError(str(problem))
     return ids
 
 

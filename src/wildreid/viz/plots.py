@@ -11,7 +11,7 @@ import pandas as pd
 from wildreid.data.stats import DatasetStats
 from wildreid.files import atomic_path
 
-__all__ = ["plot_cmc", "plot_identity_sizes", "plot_training_size"]
+__all__ = ["plot_cmc", "plot_identity_sizes", "plot_reliability", "plot_training_size"]
 
 
 def plot_identity_sizes(stats: DatasetStats, path: str | os.PathLike[str], *, title: str) -> None:
@@ -114,6 +114,36 @@ def plot_training_size(
     axes.set_ylim(bottom=0)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
+    axes.set_title(title, fontsize=10)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+
+
+def plot_reliability(
+    curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+    path: str | os.PathLike[str],
+    *,
+    title: str,
+) -> None:
+    """Write a reliability diagram: per bin, mean predicted probability vs observed frequency.
+
+    Args:
+        curves: name -> (mean probability, observed frequency, count) per bin, as
+            :func:`wildreid.matching.calibration.reliability_curve` returns.
+    """
+    from matplotlib.figure import Figure  # deferred: matplotlib is slow to import
+
+    figure = Figure(figsize=(5, 5), dpi=100, layout="constrained")
+    axes = figure.add_subplot()
+    axes.plot([0, 1], [0, 1], color="#999999", linestyle="--", label="perfect")
+    for name, (mean_p, frequency, counts) in curves.items():
+        filled = counts > 0
+        axes.plot(mean_p[filled], frequency[filled], "o-", label=name)
+    axes.set_xlabel("predicted P(same individual)")
+    axes.set_ylabel("observed fraction of same-individual pairs")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1)
+    axes.legend(loc="upper left")
     axes.set_title(title, fontsize=10)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
