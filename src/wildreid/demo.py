@@ -117,7 +117,8 @@ def _open_split(split_path: Path, metadata_identity: dict[str, str], out: Path) 
     import pandas as pd
 
     split = pd.read_csv(split_path, dtype=str)
-    names = sorted(set(metadata_identity.values()))
+    queried = split["split"] == "query"
+    names = sorted(set(split.loc[queried, "image_id"].map(metadata_identity)))
     # Too few identities leave too few calibration pairs: then every query is known.
     absent = set(names[NEW_EVERY - 1 :: NEW_EVERY]) if len(names) >= 2 * NEW_EVERY else set()
     drop = (split["split"] == "gallery") & split["image_id"].map(metadata_identity).isin(absent)

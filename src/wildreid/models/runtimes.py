@@ -16,6 +16,7 @@ import importlib
 import importlib.metadata
 import logging
 import os
+import threading
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -157,8 +158,14 @@ class _OpenVinoRunner:
             core.set_property({"CACHE_DIR": os.fspath(work_dir)})
         config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
         self._compiled = core.compile_model(os.fspath(onnx_path), "CPU", config)
-        self._request = self._compiled.create_infer_request()
+        # An InferRequest runs one inference at a time ("Infer Request is busy" otherwise);
+        # the compiled model serves any number, so each thread (a service handling concurrent
+        # requests) gets its own.
+        self._local = threading.local()
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        result = self._request.infer([np.ascontiguousarray(batch, dtype=np.float32)])
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self._compiled.create_infer_request()
+        result = request.infer([np.ascontiguousarray(batch, dtype=np.float32)])
         return np.array(result[self._compiled.output(0)], dtype=np.float32)
