@@ -165,7 +165,8 @@ class EvaluationRun:
     rerank: dict[str, Any] | None = None
 
 
-def _rerank_rows(metadata: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:
+def _protocol_rows(metadata: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:
+    """The metadata rows of the protocol's queries and gallery, in metadata order."""
     needed = set(protocol.query_ids) | set(protocol.gallery_ids)
     return metadata[metadata["image_id"].astype(str).isin(needed)]
 
@@ -415,15 +416,13 @@ def evaluate_dataset(
     protocol = protocol_from_split(metadata, split)
     if max_queries is not None:
         protocol = protocol.sample_queries(max_queries)
-    needed = set(protocol.query_ids) | set(protocol.gallery_ids)
     skipped: tuple[tuple[str, str], ...] = ()
     if embeddings_path is not None:
         embeddings = load_embeddings(embeddings_path)
         source: dict[str, Any] = {"embeddings": str(embeddings_path)}
     else:
-        rows = metadata[metadata["image_id"].isin(needed)]
         embedded = embed_dataset(
-            rows,
+            _protocol_rows(metadata, protocol),
             root=folder,
             model=model,
             weights=weights,
@@ -445,7 +444,7 @@ def evaluate_dataset(
     if rerank is not None:
         reranker = Reranker(rerank)
         extraction = extract_features(
-            _rerank_rows(metadata, protocol.without(i for i, _ in skipped)),
+            _protocol_rows(metadata, protocol.without(i for i, _ in skipped)),
             root=folder,
             extractor=reranker.extractor,
             cache=FeatureCache(cache_dir) if cache_dir is not None else None,

@@ -7,7 +7,6 @@ vectors as little-endian bytes. A cached vector of another dimension than the sp
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,8 +17,6 @@ from wildreid.fingerprint_cache import CacheRow, FingerprintCache
 from wildreid.types import EmbeddingSpace
 
 __all__ = ["CacheRow", "EmbeddingCache"]
-
-logger = logging.getLogger(__name__)
 
 
 class EmbeddingCache(FingerprintCache):

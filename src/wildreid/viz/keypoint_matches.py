@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from wildreid.types import LocalFeatures, Matches
-from wildreid.viz.match_grid import CORRECT_RGB, WRONG_RGB, _font
+from wildreid.viz.match_grid import CORRECT_RGB, WRONG_RGB, pillow_font
 
 __all__ = ["render_keypoint_matches"]
 
@@ -88,5 +88,5 @@ def render_keypoint_matches(
             width=2 if inliers[i] else 1,
         )
     text = caption or f"{len(matches)} matches, {int(np.count_nonzero(inliers))} inliers"
-    draw.text((2, height_px + 2), text, fill=(20, 20, 20), font=_font(12))
+    draw.text((2, height_px + 2), text, fill=(20, 20, 20), font=pillow_font(12))
     return canvas

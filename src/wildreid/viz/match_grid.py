@@ -25,6 +25,7 @@ __all__ = [
     "WRONG_RGB",
     "MatchTile",
     "fit_height",
+    "pillow_font",
     "placeholder_image",
     "render_match_grid",
 ]
@@ -56,7 +57,7 @@ class MatchTile:
 
 
 @cache
-def _font(size_px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+def pillow_font(size_px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=size_px)
 
 
@@ -88,7 +89,7 @@ def placeholder_image(height_px: int, text: str = "unreadable") -> Image.Image:
     """A grey square ``height_px`` high with ``text`` in the middle, for a missing image."""
     image = Image.new("RGB", (height_px, height_px), _PLACEHOLDER)
     draw = ImageDraw.Draw(image)
-    font = _font(max(8, height_px // 8))
+    font = pillow_font(max(8, height_px // 8))
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     origin = ((height_px - right - left) / 2, (height_px - bottom - top) / 2)
     draw.text(origin, text, fill=_TEXT, font=font)
@@ -146,7 +147,7 @@ def render_match_grid(
         ),
     ]
     font_px = max(10, tile_height_px // 9)
-    font = _font(font_px)
+    font = pillow_font(font_px)
     line_px = font_px + 4
     framed_height = tile_height_px + 2 * BORDER_PX
     width = GAP_PX + sum(image.width + 2 * BORDER_PX + GAP_PX for image, *_ in tiles)
