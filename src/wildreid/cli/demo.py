@@ -37,12 +37,11 @@ def demo(
     ] = "sift",
 ) -> None:
     """Generate a synthetic dataset, identify its queries and write the HTML report."""
-    from wildreid.demo import run_demo  # deferred: imports torch
-    from wildreid.matching.rerank import rerank_config
+    from wildreid.demo import demo_rerank, run_demo  # deferred: imports torch
     from wildreid.models.embedder import EmbedderConfig
     from wildreid.types import DECISIONS
 
-    rerank_settings = None if rerank == "none" else rerank_config(rerank)
+    rerank_settings = None if rerank == "none" else demo_rerank(rerank)
 
     with contextlib.ExitStack() as stack:
 

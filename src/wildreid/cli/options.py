@@ -106,7 +106,10 @@ RerankOpt = Annotated[
 ShortlistOpt = Annotated[
     int | None,
     typer.Option(
-        "--shortlist", min=0, help="Global candidates re-ranked per query (0: all) [default: 20]."
+        "--shortlist",
+        min=0,
+        help="Global candidates re-ranked per query (0: all) [default: 300 for sift and "
+        "rootsift, 20 for the LightGlue methods].",
     ),
 ]
 PairScoreOpt = Annotated[
@@ -117,8 +120,9 @@ FusionOpt = Annotated[
     str | None,
     typer.Option(
         "--fusion",
-        help="local (local score, ties by global) [default], calibrated (mean of calibrated "
-        "probabilities) or rank (global + local ranks).",
+        help="calibrated (mean of the calibrated global and local probabilities, calibrated on "
+        "the gallery side) [default], local (local score, ties by global) or rank (global + "
+        "local ranks).",
     ),
 ]
 KeypointsOpt = Annotated[

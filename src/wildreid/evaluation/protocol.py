@@ -154,7 +154,9 @@ class EvaluationResult:
         known: whether each query's identity occurs among its non-excluded gallery items.
 
     Shapes:
-        scores: (Q, G) float32 cosine similarities; excluded pairs are ``-inf``.
+        scores: (Q, G) float32 scores the ranking comes from (cosine similarities, re-ranked
+            scores, or fused probabilities when ``calibrated`` was given); excluded pairs are
+            ``-inf``.
         ranking: (Q, min(G, 10)) gallery indices, best first, ties by gallery order; ``-1``
             past a query's last non-excluded item.
         cmc: (min(G, 20),) CMC curve over known queries.
@@ -635,7 +637,10 @@ def evaluate_scores(
         extra["open_score"] = math.sqrt(metrics["BAKS"] * metrics["BAUS"])
     excluded_pairs = int(valid.size - np.count_nonzero(valid))
     scores[~valid] = -np.inf
-    ranking = _top_ranking(scores, valid)
+    # Fused probabilities order the gallery differently from the scores; any other
+    # calibration is strictly increasing, so the scores' order is the ranked one.
+    ordered = scores if calibrated is None else np.asarray(ranked_scores, dtype=np.float32)
+    ranking = _top_ranking(ordered, valid)
     reliability = None
     if policy is not None:
         same = _same_identity(labels) & valid
@@ -665,7 +670,7 @@ def evaluate_scores(
         gallery_ids=protocol.gallery_ids,
         query_labels=labels[0],
         gallery_labels=labels[1],
-        scores=scores,
+        scores=ordered,
         ranking=ranking,
         cmc=curve,
         known=known,

@@ -27,7 +27,8 @@ parameter-free, and robust when the local score is weak on a dataset.
 gallery-side pairs and averages them (:func:`wildreid.matching.fusion.fuse_shortlist`); the
 calibrators come from the caller (``wildreid evaluate`` fits them, see
 :func:`wildreid.pipeline.evaluate_dataset`), so :meth:`Reranker.rerank` alone orders a
-``calibrated`` shortlist as ``rank`` does until the caller replaces its scores.
+``calibrated`` shortlist as ``local`` does until the caller replaces its scores (and a caller
+that cannot calibrate keeps that order).
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ class RerankConfig:
     method: str = "aliked-lightglue"
     shortlist: int = 20
     score: PairScore = "inliers"
-    fusion: Fusion = "local"
+    fusion: Fusion = "calibrated"
     geometry: Geometry = "homography"
     threshold_px: float = 4.0
     max_keypoints: int = 512
@@ -138,8 +139,8 @@ class RerankConfig:
 
 
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "sift": {"shortlist": 100},
-    "rootsift": {"shortlist": 100},
+    "sift": {"shortlist": 300},
+    "rootsift": {"shortlist": 300},
     "aliked-lightglue": {"shortlist": 20},
     "disk-lightglue": {"shortlist": 20},
 }
@@ -386,7 +387,7 @@ def fuse(
         values = local[q, members]
         # Local rank: by local score, ties by global position (lexsort's last key is primary).
         local_order = np.lexsort((members, -values))
-        if fusion == "local":
+        if fusion in ("local", "calibrated"):  # calibrated: replaced by the caller
             order = local_order
         else:
             local_rank = np.empty(members.size, dtype=np.intp)
