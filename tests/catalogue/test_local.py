@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from wildreid.catalogue import Catalogue
+from wildreid.catalogue.local import resolve_rerank
 from wildreid.data.synthetic import SynthConfig, generate_synthetic
 from wildreid.errors import ConfigError, EmbeddingSpaceError
 from wildreid.matching.identification import decide_scores
@@ -92,7 +93,9 @@ def test_the_default_shortlist_is_the_methods_and_can_be_changed(
 ) -> None:
     path, _ = _queries(synthetic)[0]
     default = patterns.identify(path, rerank="sift")
-    assert default.rerank["shortlist"] == 100  # METHOD_DEFAULTS["sift"]
+    assert default.rerank["shortlist"] == 1000  # CATALOGUE_DEFAULTS["sift"]
+    config = resolve_rerank("aliked-lightglue")
+    assert config is not None and config.shortlist == 20  # METHOD_DEFAULTS: LightGlue is slow
     narrow = patterns.identify(path, rerank="sift", shortlist=2)
     assert narrow.rerank["shortlist"] == 2
     assert sum(c.n_matches is not None for c in narrow.candidates) <= 2
@@ -183,3 +186,15 @@ def test_calibration_needs_several_individuals(tmp_path: Path, tiny_model: str) 
         with pytest.raises(ConfigError, match="at least 3 individuals"):
             cat.calibrate()
         assert not (tmp_path / "cat/calibration.json").exists()
+
+
+def test_a_missing_gallery_file_keeps_its_global_rank_and_is_reported(
+    catalogue: Catalogue, gallery_csv: Path
+) -> None:
+    catalogue.image_path("g0-0").unlink()
+    result = catalogue.identify(
+        gallery_csv.parent / "photos/ind1/0.png", rerank="sift", shortlist=0
+    )
+    assert result.reranked and len(result.candidates) == 3
+    assert any("1 gallery image(s) could not be read" in n for n in result.notes)
+    assert all(c.n_matches is None for c in result.candidates if c.image_id == "g0-0")

@@ -551,8 +551,8 @@ class Catalogue:
                 ``aliked-lightglue`` or ``disk-lightglue`` (a method of
                 :data:`~wildreid.matching.rerank.RERANKERS`) or a
                 :class:`~wildreid.matching.rerank.RerankConfig`; ``None``: global scores only.
-            shortlist: gallery images matched locally (default: the method's; 0: all the
-                filters admit).
+            shortlist: gallery images matched locally (default: 1000 for SIFT and RootSIFT, 20 for
+                LightGlue; 0: all the filters admit).
 
         Raises:
             ImageReadError: the photo cannot be read (nothing is stored).
@@ -653,6 +653,12 @@ class Catalogue:
             members = allowed[: config.shortlist or len(allowed)]
             evidence = self._match(matching, query, [i for i, _ in members])
             local = {i: c.score for i, c in evidence.items()}
+            if len(evidence) < len(members):
+                notes.append(
+                    f"{len(members) - len(evidence)} gallery image(s) could not be read for "
+                    f"local matching and kept their global rank; run `wildreid catalogue check "
+                    f"{self.root}`"
+                )
             order_scores = self._rerank_order(
                 config, allowed, len(members), local, calibration, matcher
             )
@@ -737,9 +743,10 @@ class Catalogue:
     def _match(
         self, matching: LocalMatching, query: ImageRecord, image_ids: Sequence[str]
     ) -> dict[str, PairComparison]:
-        """The local comparison of the query with each gallery image (features cached)."""
-        records = [query, *(self.image(i) for i in image_ids)]
-        features = matching.features(records)
+        """The local comparison of the query with each readable gallery image (features
+        cached); an unreadable gallery file is left out, an unreadable query raises."""
+        features = matching.features([self.image(i) for i in image_ids], skip_bad_images=True)
+        features.update(matching.features([query]))
         ids = [i for i in image_ids if i in features]
         _, comparisons = matching.score(features[query.image_id], [features[i] for i in ids])
         return dict(zip(ids, comparisons, strict=True))

@@ -61,7 +61,8 @@ ShortlistOpt = Annotated[
     typer.Option(
         "--shortlist",
         min=0,
-        help="Gallery images matched locally per query (0: all) [default: the method's].",
+        help="Gallery images matched locally per query (0: all) [default: 1000 for sift and "
+        "rootsift, 20 for the LightGlue methods].",
     ),
 ]
 

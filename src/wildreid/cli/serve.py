@@ -38,7 +38,9 @@ def serve(
     shortlist: Annotated[
         int | None,
         typer.Option(
-            min=0, help="Gallery images matched locally (0: all) [default: the method's]."
+            min=0,
+            help="Gallery images matched locally (0: all) [default: 1000 for sift and rootsift, "
+            "20 for LightGlue].",
         ),
     ] = None,
     device: DeviceOpt = "cpu",

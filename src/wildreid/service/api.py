@@ -39,7 +39,11 @@ RerankForm = Annotated[
 ]
 ShortlistForm = Annotated[
     int | None,
-    Form(ge=0, description="Gallery images matched locally (0: all); default: the method's."),
+    Form(
+        ge=0,
+        description="Gallery images matched locally (0: all); default: 1000 for sift and "
+        "rootsift, 20 for LightGlue.",
+    ),
 ]
 
 
