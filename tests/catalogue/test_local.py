@@ -88,6 +88,22 @@ def test_sift_rerank_puts_the_right_individual_first_where_global_scores_do_not(
     assert result.timings_ms["rerank"] > 0 and plain[0].rerank == {}
 
 
+def test_concurrent_reranked_identifications_agree_with_sequential_ones(
+    patterns: Catalogue, synthetic: tuple[Path, pd.DataFrame]
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = [path for path, _ in _queries(synthetic)[:8]]
+
+    def top(path: Path) -> tuple[str, int | None]:
+        best = patterns.identify(path, rerank="sift", shortlist=0).candidates[0]
+        return best.identity, best.n_inliers
+
+    sequential = [top(p) for p in paths]
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(top, paths)) == sequential
+
+
 def test_the_default_shortlist_is_the_methods_and_can_be_changed(
     patterns: Catalogue, synthetic: tuple[Path, pd.DataFrame]
 ) -> None:

@@ -96,8 +96,9 @@ def resolve_rerank(
 class LocalMatching:
     """Local features of a bundle's images, matched with one re-ranking configuration.
 
-    Thread-safe: extraction and matching of one request run under a lock (OpenCV and torch
-    models are not shared between threads mid-call).
+    Thread-safe: feature extraction runs one call at a time (the OpenCV or torch extractor is
+    shared); matching (batched torch, OpenCV's RANSAC) runs in the caller's thread, so a request
+    whose features are cached never waits for another's matching.
 
     Args:
         memory_bytes: decoded features kept in memory (keypoints + descriptors + scores).
@@ -113,7 +114,8 @@ class LocalMatching:
         self.memory_bytes = memory_bytes
         self._memory: OrderedDict[tuple[str, str, str], LocalFeatures] = OrderedDict()
         self._memory_used = 0
-        self._lock = threading.Lock()
+        self._memory_lock = threading.Lock()
+        self._extract_lock = threading.Lock()  # one extractor call at a time (OpenCV, torch)
 
     @property
     def matcher_name(self) -> str:
@@ -148,9 +150,9 @@ class LocalMatching:
             ImageReadError: a stored image cannot be read any more (run ``catalogue check``)
                 and ``skip_bad_images`` is off.
         """
-        with self._lock:
-            found: dict[str, LocalFeatures] = {}
-            todo: list[ImageRecord] = []
+        found: dict[str, LocalFeatures] = {}
+        todo: list[ImageRecord] = []
+        with self._memory_lock:
             for image in images:
                 cached = self._memory.get(_memory_key(image))
                 if cached is None:
@@ -158,7 +160,8 @@ class LocalMatching:
                 else:
                     self._memory.move_to_end(_memory_key(image))
                     found[image.image_id] = cached
-            if todo:
+        if todo:
+            with self._extract_lock:
                 frame = pd.DataFrame(
                     {
                         "image_id": [i.image_id for i in todo],
@@ -174,6 +177,7 @@ class LocalMatching:
                     skip_bad_images=skip_bad_images,
                     progress=progress,
                 )
+            with self._memory_lock:
                 for image in todo:
                     features = result.features.get(image.image_id)
                     if features is not None:
@@ -199,8 +203,7 @@ class LocalMatching:
         """The pair score of the query with each gallery image, and each comparison (matches
         verified by the geometric model, so their inliers can be counted and drawn)."""
         start = time.perf_counter()
-        with self._lock:
-            scores, matches = self.reranker.score_pairs([(query, g) for g in gallery])
+        scores, matches = self.reranker.score_pairs([(query, g) for g in gallery])
         config = self.config
         comparisons = []
         for features, value, found in zip(gallery, scores, matches, strict=True):
