@@ -190,6 +190,7 @@ def test_calibration_is_saved_reloaded_used_and_refused_for_another_model(
         assert after.candidates[0].probability is None and after.calibration == {}
         assert after.threshold is None
         assert any("calibration ignored" in n and "catalogue calibrate" in n for n in after.notes)
+        assert any("calibration ignored" in n for n in cat.check().notes)
 
 
 def test_calibration_needs_several_individuals(tmp_path: Path, tiny_model: str) -> None:

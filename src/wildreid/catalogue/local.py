@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 
+_EXTRACT_CHUNK = 32
+
 
 CATALOGUE_DEFAULTS: dict[str, dict[str, Any]] = {
     "sift": {"shortlist": 1000},
@@ -160,29 +162,33 @@ class LocalMatching:
                 else:
                     self._memory.move_to_end(_memory_key(image))
                     found[image.image_id] = cached
-        if todo:
+        # In chunks, so that another request's extraction (an interactive query's own photo)
+        # waits for one chunk, not for a whole cold shortlist.
+        for start in range(0, len(todo), _EXTRACT_CHUNK):
+            chunk = todo[start : start + _EXTRACT_CHUNK]
+            frame = pd.DataFrame(
+                {
+                    "image_id": [i.image_id for i in chunk],
+                    "path": [i.path for i in chunk],
+                    "bbox": [i.bbox for i in chunk],
+                }
+            )
             with self._extract_lock:
-                frame = pd.DataFrame(
-                    {
-                        "image_id": [i.image_id for i in todo],
-                        "path": [i.path for i in todo],
-                        "bbox": [i.bbox for i in todo],
-                    }
-                )
                 result = extract_features(
                     frame,
                     root=self.bundle.root,
                     extractor=self.reranker.extractor,
                     cache=self.cache,
                     skip_bad_images=skip_bad_images,
-                    progress=progress,
                 )
             with self._memory_lock:
-                for image in todo:
+                for image in chunk:
                     features = result.features.get(image.image_id)
                     if features is not None:
                         found[image.image_id] = features
                         self._remember(_memory_key(image), features)
+            if progress is not None:
+                progress(start + len(chunk), len(todo))
         return found
 
     def _remember(self, key: tuple[str, str, str], features: LocalFeatures) -> None:
