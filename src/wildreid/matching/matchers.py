@@ -89,20 +89,24 @@ class PairMatcher(Protocol):
         ...
 
 
-def _padded(features: Sequence[LocalFeatures], device: torch.device) -> tuple[torch.Tensor, ...]:
-    """(B, N, D) descriptors and (B, N) validity mask, N the longest set."""
+def _padded(features: Sequence[LocalFeatures]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, M, D) descriptors and (B, M) validity mask, M the longest set."""
     length = max(len(f) for f in features)
-    dim = features[0].dim
-    desc = torch.zeros(len(features), length, dim)
-    mask = torch.zeros(len(features), length, dtype=torch.bool)
+    desc = np.zeros((len(features), length, features[0].dim), dtype=np.float32)
+    mask = np.zeros((len(features), length), dtype=np.bool_)
     for b, f in enumerate(features):
-        desc[b, : len(f)] = torch.from_numpy(f.descriptors)
+        desc[b, : len(f)] = f.descriptors
         mask[b, : len(f)] = True
-    return desc.to(device), mask.to(device)
+    return torch.from_numpy(desc), torch.from_numpy(mask)
 
 
 class MutualNearestNeighbours:
-    """Mutual nearest neighbours with Lowe's ratio test, batched on torch."""
+    """Mutual nearest neighbours with Lowe's ratio test, batched on torch.
+
+    Pairs sharing their first image (one query against its shortlist, the common case) are
+    matched together: the query's descriptors against all their gallery descriptors in one
+    matrix product, gallery sets padded to the chunk's longest and masked.
+    """
 
     def __init__(self, config: MatcherConfig) -> None:
         self.config = config
@@ -110,45 +114,52 @@ class MutualNearestNeighbours:
 
     def match(self, pairs: Sequence[Pair]) -> list[Matches]:
         results: list[Matches] = [Matches.empty()] * len(pairs)
-        todo = [i for i, (a, b) in enumerate(pairs) if len(a) and len(b)]
-        for i in todo:
-            a, b = pairs[i]
+        by_first: dict[int, list[int]] = defaultdict(list)
+        for i, (a, b) in enumerate(pairs):
+            if not (len(a) and len(b)):
+                continue
             if a.dim != b.dim:
                 raise ConfigError(
                     f"pair {i}: descriptors of dimension {a.dim} and {b.dim}; "
                     "extract both images with the same extractor"
                 )
-        # Pairs of similar sizes share a chunk, so padding to the chunk's longest set costs
-        # little; a chunk holds at most _CELLS_PER_CHUNK padded distance cells.
-        todo.sort(key=lambda i: (len(pairs[i][0]), len(pairs[i][1])))
-        chunk: list[int] = []
-        longest = (0, 0)
-        for i in todo:
-            grown = (max(longest[0], len(pairs[i][0])), max(longest[1], len(pairs[i][1])))
-            if chunk and (len(chunk) + 1) * grown[0] * grown[1] > _CELLS_PER_CHUNK:
-                self._match_chunk(pairs, chunk, results)
-                chunk = []
-                grown = (len(pairs[i][0]), len(pairs[i][1]))
-            chunk.append(i)
-            longest = grown
-        if chunk:
+            by_first[id(a)].append(i)
+        for members in by_first.values():
+            # Second sets of similar sizes share a chunk, so padding to the chunk's longest
+            # costs little; a chunk holds at most _CELLS_PER_CHUNK padded distance cells.
+            members.sort(key=lambda i: len(pairs[i][1]))
+            n_first = len(pairs[members[0]][0])
+            chunk: list[int] = []
+            longest = 0
+            for i in members:
+                grown = max(longest, len(pairs[i][1]))
+                if chunk and (len(chunk) + 1) * n_first * grown > _CELLS_PER_CHUNK:
+                    self._match_chunk(pairs, chunk, results)
+                    chunk = []
+                    grown = len(pairs[i][1])
+                chunk.append(i)
+                longest = grown
             self._match_chunk(pairs, chunk, results)
         return results
 
     def _match_chunk(self, pairs: Sequence[Pair], chunk: list[int], out: list[Matches]) -> None:
-        desc0, mask0 = _padded([pairs[i][0] for i in chunk], self.device)
-        desc1, mask1 = _padded([pairs[i][1] for i in chunk], self.device)
+        """Match one first image (shared by the chunk's pairs) against each second image."""
+        desc0 = torch.from_numpy(np.ascontiguousarray(pairs[chunk[0]][0].descriptors))
+        desc1, mask1 = _padded([pairs[i][1] for i in chunk])
+        desc0, desc1, mask1 = desc0.to(self.device), desc1.to(self.device), mask1.to(self.device)
+        n_pairs, length, dim = desc1.shape
         with torch.inference_mode():
-            # Squared distances from one batched matrix product (much faster than cdist):
-            # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b; the nearest neighbours are found on it and
-            # only the two best per keypoint are turned into distances.
+            # Squared distances from one matrix product (much faster than cdist or a batched
+            # product with the first set repeated): |a - b|^2 = |a|^2 + |b|^2 - 2 a.b; the
+            # nearest neighbours are found on it and only the two best per keypoint become
+            # distances.
+            dot = (desc0 @ desc1.reshape(n_pairs * length, dim).T).reshape(-1, n_pairs, length)
             squared = (
-                desc0.square().sum(-1)[:, :, None]
+                desc0.square().sum(-1)[None, :, None]
                 + desc1.square().sum(-1)[:, None, :]
-                - 2 * torch.bmm(desc0, desc1.transpose(1, 2))
-            )
-            invalid = ~(mask0[:, :, None] & mask1[:, None, :])
-            squared = squared.clamp_min_(0).masked_fill_(invalid, float("inf"))
+                - 2 * dot.permute(1, 0, 2)
+            )  # (B, N, M)
+            squared = squared.clamp_min_(0).masked_fill_(~mask1[:, None, :], float("inf"))
             k = min(2, squared.shape[2])
             best01, index01 = squared.topk(k, dim=2, largest=False)
             k = min(2, squared.shape[1])
@@ -161,7 +172,7 @@ class MutualNearestNeighbours:
             nearest01, nearest10 = index01[..., 0], index10[:, 0]  # (B, N), (B, M)
             back = torch.gather(nearest10, 1, nearest01)  # nearest of my nearest
             rows = torch.arange(nearest01.shape[1], device=self.device)[None]
-            mutual = (back == rows) & mask0 & torch.isfinite(best01[..., 0])
+            mutual = (back == rows) & torch.isfinite(best01[..., 0])
             ratio = self.config.ratio
             passes01 = best01[..., 0] < ratio * second01
             passes10 = torch.gather(best10[:, 0] < ratio * second10, 1, nearest01)
