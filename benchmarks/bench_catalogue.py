@@ -1,7 +1,8 @@
 """Catalogue speed: identify latency by stage at several catalogue sizes, and bulk enrolment.
 
-(a) identify: one photo at a time through ``Catalogue.identify`` (decode, embed, search, re-rank,
-    decision, and the whole call including storing the query and its identification) against
+(a) identify: one photo at a time through ``Catalogue.identify`` (decode, embed, search, re-rank
+    with ``--rerank METHOD`` (features of the real gallery photos extracted first), decision,
+    and the whole call including storing the query and its identification) against
     catalogues of ``--sizes`` gallery images. The gallery is real photos embedded with the model
     plus synthetic unit vectors (5 per synthetic individual) filled in through the store, so the
     search and the database work at full size. p50 / p95 over ``--queries`` photos per size; the
@@ -32,6 +33,7 @@ import pandas as pd
 from wildreid.catalogue import Catalogue, Filters, ImageRecord, Individual
 from wildreid.catalogue.catalogue import _space_key
 from wildreid.data.schema import read_metadata
+from wildreid.matching.rerank import RerankConfig
 
 STAGES = ("decode", "embed", "search", "rerank", "decision")
 
@@ -85,13 +87,17 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def bench_identify(
-    cat: Catalogue, photos: list[Path], *, filters: Filters = Filters()
+    cat: Catalogue,
+    photos: list[Path],
+    *,
+    filters: Filters = Filters(),
+    rerank: RerankConfig | None = None,
 ) -> dict[str, tuple[float, float]]:
-    cat.identify(photos[0], filters=filters)  # warm-up (model load, first allocations)
+    cat.identify(photos[0], filters=filters, rerank=rerank)  # warm-up (model load, allocations)
     stages: dict[str, list[float]] = {s: [] for s in (*STAGES, "total")}
     for photo in photos:
         start = time.perf_counter()
-        result = cat.identify(photo, filters=filters)
+        result = cat.identify(photo, filters=filters, rerank=rerank)
         stages["total"].append((time.perf_counter() - start) * 1e3)
         for stage in STAGES:
             stages[stage].append(result.timings_ms[stage])
@@ -130,6 +136,10 @@ def main() -> None:
     parser.add_argument("--enrol-rounds", type=int, default=2)
     parser.add_argument("--skip-enrol", action="store_true")
     parser.add_argument("--threads", type=int, default=0, help="torch and faiss threads (0: all)")
+    parser.add_argument(
+        "--rerank", default=None, help="re-rank every query's shortlist (sift, rootsift, ...)"
+    )
+    parser.add_argument("--shortlist", type=int, default=None, help="images re-ranked per query")
     args = parser.parse_args()
     if args.threads:
         import faiss
@@ -138,6 +148,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         faiss.omp_set_num_threads(args.threads)
     sizes = [int(s) for s in args.sizes.split(",")]
+    rerank = None
+    if args.rerank:
+        from wildreid.catalogue.local import resolve_rerank
+
+        rerank = resolve_rerank(args.rerank, shortlist=args.shortlist)
     print(
         f"cpu: {cpu_model()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}, "
         f"threads {args.threads or 'all'}"
@@ -162,16 +177,27 @@ def main() -> None:
     try:
         cat = Catalogue.create(work / "cat", model=args.model)
         cat.enrol(gallery, root=root)
-        print(f"\nidentify latency in ms, p50 / p95 over {len(photos)} photos ({args.model})")
+        if rerank is not None:  # the features of every real gallery photo, as after calibrating
+            start = time.perf_counter()
+            records = cat.store.images(role="gallery")
+            cat.local_matching(rerank).features(records)
+            print(
+                f"\n{args.rerank} features of {len(records)} gallery photos extracted in "
+                f"{time.perf_counter() - start:.1f} s"
+            )
+        print(
+            f"\nidentify latency in ms, p50 / p95 over {len(photos)} photos ({args.model}, "
+            f"re-rank {f'{rerank.method}, shortlist {rerank.shortlist}' if rerank else 'none'})"
+        )
         header = "| gallery images | " + " | ".join((*STAGES, "total")) + " |"
         print(header)
         print("|" + "---|" * (len(STAGES) + 2))
         for size in sizes:
             fill_synthetic(cat, size)
-            row = bench_identify(cat, photos)
+            row = bench_identify(cat, photos, rerank=rerank)
             cells = " | ".join(f"{p50:.1f} / {p95:.1f}" for p50, p95 in row.values())
             print(f"| {cat.index_size} | {cells} |", flush=True)
-        filtered = bench_identify(cat, photos, filters=Filters(location="north"))
+        filtered = bench_identify(cat, photos, filters=Filters(location="north"), rerank=rerank)
         cells = " | ".join(f"{p50:.1f} / {p95:.1f}" for p50, p95 in filtered.values())
         print(f"| {cat.index_size}, location filter | {cells} |")
         cat.close()

@@ -12,7 +12,7 @@ from PIL import Image
 TINY_BASE = "timm/test_efficientnet"
 
 
-def save_tiny_model(path: Path) -> Path:
+def save_tiny_model(path: Path, *, seed: int = 0) -> Path:
     """A random-weights test EfficientNet with a 32 x 32 input, saved as a wildreid checkpoint.
 
     A checkpoint file (not ``weights="random"``) so that every load gives the same weights and
@@ -22,7 +22,7 @@ def save_tiny_model(path: Path) -> Path:
 
     from wildreid.models.factory import load_model, save_checkpoint
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = load_model(TINY_BASE, weights="random")
     card = dataclasses.replace(model.card, input_size=(32, 32), crop_mode="stretch")
     return save_checkpoint(path, net=model.module, card=card)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from tests.catalogue.helpers import write_photo
-from wildreid.catalogue import Catalogue, DecisionPolicy, Filters, MemoryStore
+from wildreid.catalogue import Catalogue, Filters, MemoryStore
 from wildreid.catalogue.bundle import Bundle
 from wildreid.data.schema import read_metadata
 from wildreid.errors import (
@@ -20,7 +19,6 @@ from wildreid.errors import (
     MetadataError,
     NotFoundError,
 )
-from wildreid.types import Candidate
 
 
 def _snapshot(cat: Catalogue) -> tuple[object, ...]:
@@ -263,33 +261,6 @@ def test_open_refuses_a_missing_catalogue_and_create_a_used_folder(
         Catalogue.open(tmp_path / "nothing")
     with pytest.raises(DuplicateError, match="not empty"):
         Catalogue.create(gallery_csv.parent, model=tiny_model)
-
-
-class _ReverseReranker:
-    """Puts the last candidate first (scores made descending again)."""
-
-    def __call__(
-        self,
-        query_path: Path,
-        candidates: Sequence[Candidate],
-        image_path: Callable[[str], Path],
-    ) -> Sequence[Candidate]:
-        assert query_path.is_file() and all(image_path(c.image_id).is_file() for c in candidates)
-        ordered = list(reversed(candidates))
-        return [Candidate(c.identity, c.image_id, 1.0 - i * 0.1) for i, c in enumerate(ordered)]
-
-
-def test_rerank_and_calibration_hooks_plug_in(catalogue: Catalogue, gallery_csv: Path) -> None:
-    photo = gallery_csv.parent / "photos/ind1/0.png"
-    plain = catalogue.identify(photo)
-    catalogue.reranker = _ReverseReranker()
-    catalogue.calibrator = lambda score: max(0.0, min(1.0, score)) * 0.5
-    catalogue.policy = DecisionPolicy(threshold=0.6, review_margin=0.05)
-    hooked = catalogue.identify(photo)
-    assert hooked.reranked and not plain.reranked
-    assert hooked.candidates[0].identity == plain.candidates[-1].identity
-    assert hooked.candidates[0].probability == pytest.approx(0.5)
-    assert hooked.decision == "new" and hooked.threshold == 0.6  # 0.5 < 0.6 - 0.05
 
 
 def test_reembed_switches_space_only_when_complete(

@@ -93,3 +93,56 @@ def test_errors_are_one_line_with_exit_codes(tmp_path: Path, tiny_model: str) ->
     (cat / "catalogue.db").write_bytes(b"broken" * 100)
     result = runner.invoke(app, ["catalogue", "check", str(cat)])
     assert result.exit_code != 0 and "not a readable catalogue" in result.stderr
+
+
+def test_identify_with_sift_rerank_and_calibrate(tmp_path: Path, tiny_model: str) -> None:
+    import pandas as pd
+
+    from wildreid.data.synthetic import SynthConfig, generate_synthetic
+    from wildreid.errors import ConfigError
+
+    data = tmp_path / "synthetic"
+    config = SynthConfig(
+        identities=6,
+        size_px=128,
+        train_examples=1,
+        gallery_examples=4,
+        query_examples=1,
+        supersample=1,
+    )
+    generate_synthetic(data, config=config, workers=1)
+    metadata = pd.read_csv(data / "metadata.csv")
+    cat = tmp_path / "cat"
+    run("catalogue", "init", cat, "--model", tiny_model)
+    run("catalogue", "add", cat, "--metadata", data / "metadata.csv", "--only", "subset=gallery")
+    queries = metadata[metadata["subset"] == "query"]
+    photos = [data / p for p in queries["path"]]
+    results = json.loads(
+        run("catalogue", "identify", cat, *photos, "--rerank", "sift", "--shortlist", 0, "--json")
+    )
+    assert [r["candidates"][0]["identity"] for r in results] == list(queries["identity"])
+    first = results[0]
+    assert first["reranked"] and first["rerank"]["method"] == "sift"
+    assert first["candidates"][0]["n_inliers"] > first["candidates"][1]["n_inliers"]
+    assert first["candidates"][0]["probability"] is None and first["calibration"] == {}
+    text = run("catalogue", "identify", cat, photos[0], "--rerank", "sift")
+    assert "inliers /" in text and "matches via" in text
+
+    bad = runner.invoke(
+        app, ["catalogue", "identify", str(cat), str(photos[0]), "--rerank", "surf"]
+    )
+    assert bad.exit_code == ConfigError.exit_code
+    assert "'surf' is not one of" in bad.stderr and "sift" in bad.stderr
+
+    state = json.loads(
+        run("catalogue", "calibrate", cat, "--rerank", "sift", "--shortlist", 0, "--json")
+    )
+    assert state["local_matcher"] == "sift/inliers" and 0 < state["threshold"] < 1
+    assert state["positive_pairs"] >= 10 and state["model"] == tiny_model
+    (after,) = json.loads(
+        run("catalogue", "identify", cat, photos[1], "--rerank", "sift", "--shortlist", 0, "--json")
+    )
+    top = after["candidates"][0]
+    assert 0 <= top["probability"] <= 1 and after["threshold"] == state["threshold"]
+    assert after["calibration"]["matcher"] == "global-cosine+sift/inliers"
+    assert after["decision"] == ("known" if top["probability"] >= state["threshold"] else "new")

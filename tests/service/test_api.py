@@ -204,3 +204,80 @@ def test_an_interactive_identify_is_not_queued_behind_a_stuck_batch(client: Test
     while state.jobs.get(job.job_id).status != "done" and time.monotonic() < deadline:
         time.sleep(0.05)
     assert state.jobs.get(job.job_id).to_dict()["done"] == 2
+
+
+def test_identify_with_local_matching_and_the_drawing_of_its_matches(
+    client: TestClient, tmp_path: Path
+) -> None:
+    photo = gallery_photo(tmp_path, 2, 1)
+    response = client.post(
+        "/api/identify",
+        files={"file": ("lion.png", photo, "image/png")},
+        data={"rerank": "sift", "shortlist": "0"},
+        headers=auth(),
+    )
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["reranked"] and result["rerank"]["method"] == "sift"
+    assert result["rerank"]["shortlist"] == 0
+    best = result["candidates"][0]
+    assert best["identity"] == "ind2" and best["n_matches"] is not None
+    assert best["n_inliers"] <= best["n_matches"] and best["probability"] is None
+    query = result["query_image_id"]
+    drawing = client.get(f"/api/queries/{query}/evidence/{best['image_id']}.png")
+    assert drawing.status_code == 200 and drawing.headers["content-type"] == "image/png"
+    picture = Image.open(io.BytesIO(drawing.content))
+    assert picture.height == 240 + 18 and picture.width > picture.height  # side by side
+    assert client.get(f"/api/queries/{query}/evidence/nope.png").status_code == 404
+
+    before = client.get("/health").json()
+    bad = client.post(
+        "/api/identify",
+        files={"file": ("lion.png", photo, "image/png")},
+        data={"rerank": "surf"},
+        headers=auth(),
+    )
+    assert bad.status_code == 422 and bad.json()["error"] == "ConfigError"
+    assert "'surf' is not one of" in bad.json()["detail"] and "sift" in bad.json()["detail"]
+    negative = client.post(
+        "/api/identify",
+        files={"file": ("lion.png", photo, "image/png")},
+        data={"rerank": "sift", "shortlist": "-1"},
+        headers=auth(),
+    )
+    assert negative.status_code == 422 and "shortlist" in negative.json()["detail"]
+    assert client.get("/health").json() == before  # nothing stored
+
+    plain = client.post(
+        "/api/identify", files={"file": ("q.png", png(91), "image/png")}, headers=auth()
+    ).json()
+    assert not plain["reranked"] and plain["candidates"][0]["n_matches"] is None
+    image_id = plain["candidates"][0]["image_id"]
+    url = f"/api/queries/{plain['query_image_id']}/evidence/{image_id}.png"
+    unranked = client.get(url)
+    assert unranked.status_code == 422 and "?rerank=sift" in unranked.json()["detail"]
+    assert client.get(url + "?rerank=sift").status_code == 200
+    assert client.get(url + "?rerank=surf").status_code == 422
+    missing = client.get("/api/calibration")
+    assert missing.status_code == 404 and "catalogue calibrate" in missing.json()["detail"]
+
+
+def test_the_server_default_rerank_applies_unless_a_request_says_none(
+    catalogue_dir: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match="not one of"):
+        create_app(catalogue_dir, api_key=API_KEY, rerank="surf")
+    app = create_app(catalogue_dir, api_key=API_KEY, rerank="sift", shortlist=3)
+    photo = gallery_photo(tmp_path, 0, 1)
+    with TestClient(app) as client:
+        default = client.post(
+            "/api/identify", files={"file": ("a.png", photo, "image/png")}, headers=auth()
+        ).json()
+        assert default["rerank"]["method"] == "sift" and default["rerank"]["shortlist"] == 3
+        none = client.post(
+            "/api/identify",
+            files={"file": ("a.png", photo, "image/png")},
+            data={"rerank": "none"},
+            headers=auth(),
+        ).json()
+        assert not none["reranked"] and none["rerank"] == {}

@@ -1,6 +1,7 @@
 """The review web UI in a real browser: Playwright driving Debian's Chromium, end to end.
 
-Upload a photo, review the candidates, confirm with the keyboard, see the individual's history
+Upload a photo (with SIFT re-ranking), review the candidates and the drawings of their matched
+keypoints, confirm with the keyboard, see the individual's history
 update, undo. Skipped only when Chromium is not installed (``.ci/run`` installs it).
 """
 
@@ -50,6 +51,7 @@ def test_upload_review_confirm_and_see_the_history(catalogue_dir: Path, tmp_path
 
             page.set_input_files("#files", str(photo))
             page.fill("input[name=location]", "north")
+            page.select_option("#rerank", "sift")
             page.click("#upload")
             page.wait_for_url("**/ui/queries/*")
             query_id = page.url.rsplit("/", 1)[-1]
@@ -59,6 +61,16 @@ def test_upload_review_confirm_and_see_the_history(catalogue_dir: Path, tmp_path
             expect(first).to_have_attribute("data-identity", "ind2")
             expect(first).to_have_class("candidate selected")
             assert page.locator(".candidate").count() == 2  # ind0 and ind2 live in the north
+            expect(page.locator("#rerank-method")).to_have_text("sift")
+            drawing = first.locator("img.evidence")  # query and candidate, matches drawn
+            expect(drawing).to_be_visible()
+            drawing.scroll_into_view_if_needed()
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('img.evidence')]"
+                ".every(i => i.complete && i.naturalWidth > 0)"
+            )
+            size = drawing.evaluate("i => [i.naturalWidth, i.naturalHeight]")
+            assert size[0] > size[1] > 200
 
             page.keyboard.press("1")
             page.keyboard.press("s")  # same individual as candidate 1

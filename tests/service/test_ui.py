@@ -86,3 +86,39 @@ def test_pages_render_and_errors_are_pages(client: TestClient) -> None:
     missing = client.get("/ui/individuals/nobody")
     assert missing.status_code == 404 and "NotFoundError" in missing.text
     assert client.get("/static/review.js").status_code == 200
+
+
+def test_the_review_page_draws_the_matched_keypoints_when_local_matching_ran(
+    client: TestClient, tmp_path: Path
+) -> None:
+    token = sign_in(client)
+    home = client.get("/").text
+    assert 'name="rerank"' in home and '<option value="sift"' in home
+    photo = (tmp_path / "survey/photos/ind1/1.png").read_bytes()
+    page = client.post(
+        "/ui/upload",
+        data={"csrf_token": token, "rerank": "sift"},
+        files=[("files", ("lion.png", photo, "image/png"))],
+    )
+    assert page.status_code == 200 and "/ui/queries/" in str(page.url)
+    assert 'id="rerank-method">sift<' in page.text and "not calibrated" in page.text
+    drawings = re.findall(r'<img class="evidence"[^>]* src="([^"]+)"', page.text)
+    assert len(drawings) == page.text.count('class="candidate"') >= 1
+    query = str(page.url).rsplit("/", 1)[-1]
+    assert drawings[0].startswith(f"/api/queries/{query}/evidence/")
+    assert drawings[0].endswith("?rerank=sift")
+    drawing = client.get(drawings[0])
+    assert drawing.status_code == 200 and drawing.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "inliers</span>" in page.text
+    plain = client.post(
+        "/ui/upload",
+        data={"csrf_token": token, "rerank": "none"},
+        files=[("files", ("other.png", png(5), "image/png"))],
+    )
+    assert 'class="evidence"' not in plain.text and "no keypoints to draw" in plain.text
+    bad = client.post(
+        "/ui/upload",
+        data={"csrf_token": token, "rerank": "surf"},
+        files=[("files", ("other.png", png(6), "image/png"))],
+    )
+    assert bad.status_code == 422 and "not one of" in bad.text

@@ -7,14 +7,7 @@ first embeds an image.
 from __future__ import annotations
 
 from wildreid.catalogue.bundle import Bundle
-from wildreid.catalogue.catalogue import (
-    Calibrator,
-    Catalogue,
-    CheckReport,
-    DecisionPolicy,
-    EnrolResult,
-    Reranker,
-)
+from wildreid.catalogue.catalogue import Catalogue, CheckReport, DecisionPolicy, EnrolResult
 from wildreid.catalogue.records import (
     VERDICTS,
     CatalogueCandidate,
@@ -31,7 +24,6 @@ __all__ = [
     "SCHEMA_VERSION",
     "VERDICTS",
     "Bundle",
-    "Calibrator",
     "Catalogue",
     "CatalogueCandidate",
     "CatalogueStore",
@@ -44,6 +36,5 @@ __all__ = [
     "ImageRecord",
     "Individual",
     "MemoryStore",
-    "Reranker",
     "SQLiteStore",
 ]

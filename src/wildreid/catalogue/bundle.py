@@ -6,6 +6,11 @@ Layout::
     DIR/index.faiss(.json)        the active space's vector index (rebuilt from the database
                                   whenever it is missing, torn or out of step)
     DIR/images/ab/abcdef....jpg   image files named by the SHA-256 of their bytes
+    DIR/features/                 local features of the images, one cache file per extractor
+                                  setting (:class:`~wildreid.matching.feature_cache.FeatureCache`;
+                                  recomputed whenever missing or stale)
+    DIR/calibration.json          the calibration fitted on the catalogue's own images
+                                  (``wildreid catalogue calibrate``), for one model and method
 
 Files are content-addressed: the same photo added twice is stored once, and a file is never
 overwritten with other bytes. Every file is written to a temporary name and moved into place, so
@@ -22,11 +27,13 @@ from pathlib import Path
 from wildreid.data.importers import IMAGE_SUFFIXES
 from wildreid.files import atomic_path
 
-__all__ = ["DB_NAME", "IMAGES_DIR", "INDEX_NAME", "Bundle"]
+__all__ = ["CALIBRATION_NAME", "DB_NAME", "FEATURES_DIR", "IMAGES_DIR", "INDEX_NAME", "Bundle"]
 
 DB_NAME = "catalogue.db"
 INDEX_NAME = "index.faiss"
 IMAGES_DIR = "images"
+FEATURES_DIR = "features"
+CALIBRATION_NAME = "calibration.json"
 _CHUNK = 1 << 20
 
 
@@ -45,6 +52,16 @@ class Bundle:
     def index_path(self) -> Path:
         """The vector index file of the active space."""
         return self.root / INDEX_NAME
+
+    @property
+    def features_dir(self) -> Path:
+        """The local-feature cache folder."""
+        return self.root / FEATURES_DIR
+
+    @property
+    def calibration_path(self) -> Path:
+        """The calibration file."""
+        return self.root / CALIBRATION_NAME
 
     def staged_index_path(self, space_key: str) -> Path:
         """Where a re-embedding builds the index of a new space before the switch."""

@@ -12,11 +12,14 @@ bundle folder, see :mod:`wildreid.catalogue.bundle`) and one vector index of the
 - a ``generation`` counter in the store tells a process that another one (the CLI beside a
   running server) changed the gallery; it then re-reads it before answering.
 
-Identification: query photo -> decode -> embed -> search (exact inner product) -> per-individual
-ranking -> optional re-rank (:class:`Reranker`) -> optional calibration (:class:`Calibrator`) ->
-decision (:class:`DecisionPolicy`). Filters (species, location, date window) restrict the gallery;
-when an image they left out scores above every candidate shown, the result says so
-(``outside_filters``): a filter must never silently hide the right animal.
+Identification: query photo -> decode -> embed -> search (exact inner product) -> optional local
+re-ranking of the shortlist (:mod:`wildreid.catalogue.local`: SIFT, RootSIFT, ALIKED or DISK +
+LightGlue, features cached in the bundle) -> per-individual ranking -> calibrated probability
+when the catalogue has a calibration (:mod:`wildreid.catalogue.calibration`, fitted on its own
+images by :meth:`Catalogue.calibrate`) -> known / new / review (:class:`DecisionPolicy`).
+Filters (species, location, date window) restrict the gallery; when an image they left out scores
+above every candidate shown, the result says so (``outside_filters``): a filter must never
+silently hide the right animal.
 
 Curation (:mod:`wildreid.catalogue.curation`): decisions, new individuals, merge, split, rename and
 undo, each logged in the append-only audit log with who, when and how confident.
@@ -34,7 +37,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -57,7 +60,9 @@ from wildreid.data.schema import parse_bbox
 from wildreid.errors import (
     CatalogueError,
     ConfigError,
+    DataError,
     DuplicateError,
+    EmbeddingSpaceError,
     IndexBackendError,
     NotFoundError,
 )
@@ -67,16 +72,14 @@ from wildreid.matching.identification import Aggregation, decide, rank_identitie
 from wildreid.types import Candidate, Embeddings, EmbeddingSpace
 
 if TYPE_CHECKING:
+    from PIL import Image
+
+    from wildreid.catalogue.calibration import CatalogueCalibration
+    from wildreid.catalogue.local import LocalMatching
+    from wildreid.matching.rerank import PairComparison, RerankConfig
     from wildreid.models.embedder import Embedder
 
-__all__ = [
-    "Calibrator",
-    "Catalogue",
-    "CheckReport",
-    "DecisionPolicy",
-    "EnrolResult",
-    "Reranker",
-]
+__all__ = ["Catalogue", "CheckReport", "DecisionPolicy", "EnrolResult"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,27 +88,6 @@ SAVE_INDEX_MAX = 20_000
 and on close (a stale file is repaired on the next open either way)."""
 
 Progress = Callable[[int, int], None]
-
-
-class Reranker(Protocol):
-    """Re-orders (and re-scores) the shortlist, e.g. by local-feature matching.
-
-    Called with the query's file, the shortlist (best first) and a function giving a gallery
-    image's file; returns the candidates in the new order with their new scores.
-    """
-
-    def __call__(
-        self,
-        query_path: Path,
-        candidates: Sequence[Candidate],
-        image_path: Callable[[str], Path],
-    ) -> Sequence[Candidate]: ...
-
-
-class Calibrator(Protocol):
-    """Maps a candidate's score to the probability that it is the same animal."""
-
-    def __call__(self, score: float) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -117,8 +99,9 @@ class DecisionPolicy:
         aggregation, topk: per-individual score (see :func:`~wildreid.matching.rank_identities`).
         max_candidates: individuals proposed per query.
         threshold, review_margin: the known / review / new rule of
-            :func:`~wildreid.matching.decide`, on the calibrated probability when a calibrator is
-            set, else on the score. ``None``: every query with a candidate is ``known``.
+            :func:`~wildreid.matching.decide`, on the calibrated probability when the catalogue
+            is calibrated, else on the score. ``None``: the calibration's threshold and margin
+            when there is one, else every query with a candidate is ``known``.
     """
 
     k_images: int = 50
@@ -190,19 +173,17 @@ class Catalogue:
         *,
         device: str = "cpu",
         policy: DecisionPolicy = DecisionPolicy(),
-        reranker: Reranker | None = None,
-        calibrator: Calibrator | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.bundle = bundle
         self.store = store
         self.device = device
         self.policy = policy
-        self.reranker = reranker
-        self.calibrator = calibrator
         self.max_pixels = max_pixels
         self._lock = threading.RLock()
         self._embedder: Embedder | None = None
+        self._local: dict[RerankConfig, LocalMatching] = {}
+        self._calibration: tuple[object, CatalogueCalibration | None, str] = (None, None, "")
         space_json = store.get_meta("space")
         if space_json is None:
             raise CatalogueError(f"{bundle.root}: the catalogue has no embedding space recorded")
@@ -560,12 +541,25 @@ class Catalogue:
         location: str = "",
         date: str = "",
         species: str = "",
+        rerank: str | RerankConfig | None = None,
+        shortlist: int | None = None,
     ) -> IdentificationRecord:
         """Identify one photo: store it as a query, propose candidates and a decision.
 
+        Args:
+            rerank: re-rank the shortlist with local features: ``sift``, ``rootsift``,
+                ``aliked-lightglue`` or ``disk-lightglue`` (a method of
+                :data:`~wildreid.matching.rerank.RERANKERS`) or a
+                :class:`~wildreid.matching.rerank.RerankConfig`; ``None``: global scores only.
+            shortlist: gallery images matched locally (default: 1000 for SIFT and RootSIFT, 20 for
+                LightGlue; 0: all the filters admit).
+
         Raises:
             ImageReadError: the photo cannot be read (nothing is stored).
+            ConfigError: an unknown re-ranking method or a shortlist without one (nothing is
+                stored).
         """
+        config = _resolve_rerank(rerank, shortlist)
         query, vector, timings = self.add_query(
             source,
             filename=filename,
@@ -574,7 +568,7 @@ class Catalogue:
             location=location,
             date=date,
         )
-        return self.identify_vector(query, vector, filters=filters, timings=timings)
+        return self.identify_vector(query, vector, filters=filters, rerank=config, timings=timings)
 
     def identify_vector(
         self,
@@ -582,10 +576,13 @@ class Catalogue:
         vector: np.ndarray,
         *,
         filters: Filters = Filters(),
+        rerank: str | RerankConfig | None = None,
+        shortlist: int | None = None,
         timings: dict[str, float] | None = None,
         record: bool = True,
     ) -> IdentificationRecord:
         """Shortlist, re-rank, calibrate and decide for a stored query's (D,) vector."""
+        config = _resolve_rerank(rerank, shortlist)
         timings = dict(timings or {})
         self._refresh()
         policy = self.policy
@@ -595,10 +592,15 @@ class Catalogue:
         identity_of: dict[str, str] = {}
         with self._lock:
             n = len(self._index)
+            # Gallery images kept in global order: enough to rank individuals, and the whole
+            # re-ranking shortlist (0: every image the filters admit).
+            depth = policy.k_images
+            if config is not None:
+                depth = max(depth, config.shortlist) if config.shortlist else max(n, 1)
             matrix = np.ascontiguousarray(vector[None], dtype=np.float32)
             # With filters, search deeper (x8 each round) until the shortlist fills or every
             # gallery image was seen: a selective filter must not come back empty-handed.
-            k = min(policy.k_images * (8 if filters.active else 1), n)
+            k = min(depth * (8 if filters.active else 1), n)
             while n:
                 allowed.clear()
                 outside.clear()
@@ -606,7 +608,7 @@ class Catalogue:
                 # Hits come best first: once the shortlist is full, later hits (inside or
                 # outside the filters) cannot change it, nor beat it.
                 for image_id, score in zip(hits.image_ids[0], hits.scores[0], strict=True):
-                    if image_id == PAD_ID or len(allowed) >= policy.k_images:
+                    if image_id == PAD_ID or len(allowed) >= depth:
                         break
                     meta = self._gallery.get(image_id)
                     if meta is None:
@@ -617,12 +619,11 @@ class Catalogue:
                         allowed.append(pair)
                     elif len(outside) < policy.k_images:
                         outside.append(pair)
-                if len(allowed) >= policy.k_images or k >= n:
+                if len(allowed) >= depth or k >= n:
                     break
                 k = min(k * 8, n)
 
-        def ranked(pairs: list[tuple[str, float]]) -> list[Candidate]:
-            pairs = pairs[: policy.k_images]
+        def ranked(pairs: Sequence[tuple[str, float]]) -> list[Candidate]:
             if not pairs:
                 return []
             result = SearchResult(
@@ -637,29 +638,70 @@ class Catalogue:
                 max_candidates=policy.max_candidates,
             )[0]
 
-        shortlist = ranked(allowed)
         searched = time.perf_counter()
         timings["search"] = (searched - start) * 1e3
-        reranked = False
-        if self.reranker is not None and shortlist:
-            shortlist = list(
-                self.reranker(self.bundle.file(query.path), shortlist, self.image_path)
+        calibration, notes = self._usable_calibration()
+        matcher = ""
+        cosine = dict(allowed)
+        local: dict[str, float] = {}
+        evidence: dict[str, PairComparison] = {}
+        if config is None or not allowed:
+            shortlist_ = ranked(allowed[: policy.k_images])
+        else:
+            matching = self.local_matching(config)
+            matcher = matching.matcher_name
+            members = allowed[: config.shortlist or len(allowed)]
+            evidence = self._match(matching, query, [i for i, _ in members])
+            local = {i: c.score for i, c in evidence.items()}
+            if len(evidence) < len(members):
+                notes.append(
+                    f"{len(members) - len(evidence)} gallery image(s) could not be read for "
+                    f"local matching and kept their global rank; run `wildreid catalogue check "
+                    f"{self.root}`"
+                )
+            order_scores = self._rerank_order(
+                config, allowed, len(members), local, calibration, matcher
             )
-            shortlist.sort(key=lambda c: (-c.score, c.identity))
-            reranked = True
+            shortlist_ = [
+                Candidate(c.identity, c.image_id, cosine[c.image_id])
+                for c in ranked(list(zip([i for i, _ in allowed], order_scores, strict=True)))
+            ]
+            if calibration is not None and not calibration.uses_local(matcher):
+                notes.append(
+                    f"the calibration covers "
+                    f"{calibration.local_matcher or 'global scores only'}, not {matcher}: "
+                    "probabilities and the threshold use the global score alone (run `wildreid "
+                    f"catalogue calibrate --rerank {config.method}` to include it)"
+                )
         timings["rerank"] = (time.perf_counter() - searched) * 1e3
         decided = time.perf_counter()
-        candidates = tuple(self._candidate(c) for c in shortlist)
-        scored = (
-            [Candidate(c.identity, c.image_id, float(c.probability or 0.0)) for c in candidates]
-            if self.calibrator is not None
-            else list(shortlist)
+        probabilities: list[float | None] = [None] * len(shortlist_)
+        if calibration is not None and shortlist_:
+            values = calibration.probabilities(
+                [c.score for c in shortlist_],
+                [local.get(c.image_id, np.nan) for c in shortlist_],
+                matcher=matcher,
+            )
+            probabilities = [float(v) for v in values]
+        candidates = tuple(
+            self._candidate(c, p, evidence.get(c.image_id))
+            for c, p in zip(shortlist_, probabilities, strict=True)
         )
-        decision = decide(scored, threshold=policy.threshold, review_margin=policy.review_margin)
+        threshold, margin = policy.threshold, policy.review_margin
+        if threshold is None and calibration is not None:
+            threshold, margin = calibration.threshold(matcher), calibration.policy.review_margin
+        scored = [
+            Candidate(
+                c.identity, c.image_id, c.probability if c.probability is not None else c.score
+            )
+            for c in candidates
+        ]
+        decision = decide(scored, threshold=threshold, review_margin=margin)
         best_outside = ranked(outside)[:1]
+        best_shown = max((c.score for c in shortlist_), default=-np.inf)
         outside_candidate = (
-            self._candidate(best_outside[0])
-            if best_outside and (not shortlist or best_outside[0].score > shortlist[0].score)
+            self._candidate(best_outside[0], None, None)
+            if best_outside and best_outside[0].score > best_shown
             else None
         )
         duplicate = next(
@@ -677,33 +719,227 @@ class Catalogue:
             created_at=utc_now(),
             candidates=candidates,
             decision=decision,
-            threshold=policy.threshold,
+            threshold=threshold,
             filters=filters,
             space=self._space.to_json(),
             model=self.model,
             outside_filters=outside_candidate,
             duplicate_of=duplicate,
-            reranked=reranked,
+            reranked=config is not None and bool(allowed),
             timings_ms={k: round(v, 3) for k, v in timings.items()},
+            rerank=self.local_matching(config).describe() if config is not None else {},
+            calibration=calibration.describe(matcher) if calibration is not None else {},
+            notes=tuple(notes),
+            evidence={
+                c.image_id: evidence[c.image_id] for c in candidates if c.image_id in evidence
+            },
         )
         if not record:
             return result
         with self._lock, self.store.transaction():
-            new_id = self.store.add_identification(result)
+            new_id = self.store.add_identification(replace(result, evidence={}))
         return replace(result, identification_id=new_id)
 
-    def _candidate(self, candidate: Candidate) -> CatalogueCandidate:
-        individual = self.store.get_individual(candidate.identity)
-        probability = (
-            float(self.calibrator(candidate.score)) if self.calibrator is not None else None
+    def _match(
+        self, matching: LocalMatching, query: ImageRecord, image_ids: Sequence[str]
+    ) -> dict[str, PairComparison]:
+        """The local comparison of the query with each readable gallery image (features
+        cached); an unreadable gallery file is left out, an unreadable query raises."""
+        features = matching.features([self.image(i) for i in image_ids], skip_bad_images=True)
+        features.update(matching.features([query]))
+        ids = [i for i in image_ids if i in features]
+        _, comparisons = matching.score(features[query.image_id], [features[i] for i in ids])
+        return dict(zip(ids, comparisons, strict=True))
+
+    @staticmethod
+    def _rerank_order(
+        config: RerankConfig,
+        allowed: Sequence[tuple[str, float]],
+        n_shortlist: int,
+        local: dict[str, float],
+        calibration: CatalogueCalibration | None,
+        matcher: str,
+    ) -> list[float]:
+        """Scores ordering the gallery hits as the re-ranking configuration says: the shortlist
+        by its fusion above the rest (:func:`~wildreid.matching.rerank.fuse`), or by the fused
+        probability for ``calibrated`` fusion with a calibration of this matcher."""
+        from wildreid.matching.rerank import fuse
+
+        global_scores = np.array([[s for _, s in allowed]], dtype=np.float32)
+        local_row = np.array(
+            [[local.get(i, np.nan) for i, _ in allowed[:n_shortlist]]], dtype=np.float64
         )
+        if (
+            config.fusion == "calibrated"
+            and calibration is not None
+            and calibration.uses_local(matcher)
+        ):
+            padded = np.full(len(allowed), np.nan)
+            padded[:n_shortlist] = local_row[0]
+            return [
+                float(v)
+                for v in calibration.probabilities(global_scores[0], padded, matcher=matcher)
+            ]
+        fusion = "rank" if config.fusion == "calibrated" else config.fusion
+        order = fuse(global_scores, np.arange(n_shortlist)[None], local_row, fusion=fusion)
+        return [float(v) for v in order[0]]
+
+    def _candidate(
+        self, candidate: Candidate, probability: float | None, evidence: PairComparison | None
+    ) -> CatalogueCandidate:
+        individual = self.store.get_individual(candidate.identity)
         return CatalogueCandidate(
             identity=candidate.identity,
             name=individual.name if individual is not None else candidate.identity,
             image_id=candidate.image_id,
             score=round(float(candidate.score), 6),
             probability=probability,
+            local_score=None if evidence is None else float(evidence.score),
+            n_matches=None if evidence is None else len(evidence.matches),
+            n_inliers=None if evidence is None else evidence.matches.n_inliers,
         )
+
+    # ----------------------------------------------------------------- local matching
+
+    def local_matching(self, rerank: str | RerankConfig) -> LocalMatching:
+        """The local matching of a re-ranking method (built once, features cached in the
+        bundle).
+
+        Raises:
+            ConfigError: an unknown method.
+        """
+        from wildreid.catalogue.local import LocalMatching
+
+        config = _resolve_rerank(rerank, None)
+        assert config is not None
+        with self._lock:
+            found = self._local.get(config)
+            if found is None:
+                found = self._local[config] = LocalMatching(self.bundle, config)
+            return found
+
+    def evidence(
+        self, query_image_id: str, image_id: str, *, rerank: str | RerankConfig = "sift"
+    ) -> PairComparison:
+        """The local comparison of a query with a gallery image (features and verified matches).
+
+        Raises:
+            NotFoundError: an unknown image. ConfigError: an unknown method.
+        """
+        matching = self.local_matching(rerank)
+        return matching.compare(self.image(query_image_id), self.image(image_id))
+
+    def evidence_image(
+        self,
+        query_image_id: str,
+        image_id: str,
+        *,
+        rerank: str | RerankConfig = "sift",
+        height_px: int = 240,
+    ) -> Image.Image:
+        """The query and a gallery image side by side with their matched keypoints drawn
+        (inliers green, other matches red; see :mod:`wildreid.viz.keypoint_matches`).
+
+        Raises:
+            NotFoundError: an unknown image. ConfigError: an unknown method.
+        """
+        from wildreid.viz.keypoint_matches import render_keypoint_matches
+
+        matching = self.local_matching(rerank)
+        query, image = self.image(query_image_id), self.image(image_id)
+        comparison = matching.compare(query, image)
+        return render_keypoint_matches(
+            matching.load(query),
+            matching.load(image),
+            comparison.features0,
+            comparison.features1,
+            comparison.matches,
+            height_px=height_px,
+            caption=(
+                f"{matching.config.method}: {len(comparison.matches)} matches, "
+                f"{comparison.matches.n_inliers} inliers (query left, {image_id} right)"
+            ),
+        )
+
+    # ----------------------------------------------------------------- calibration
+
+    def calibrate(
+        self,
+        *,
+        rerank: str | RerankConfig | None = None,
+        shortlist: int | None = None,
+        kind: str = "isotonic",
+        target: str = "open_score",
+        max_false_new: float = 0.05,
+        review_margin: float = 0.0,
+        seed: int = 0,
+        progress: Progress | None = None,
+    ) -> CatalogueCalibration:
+        """Fit the calibration on the catalogue's own images and save it in the bundle.
+
+        See :mod:`wildreid.catalogue.calibration`: gallery-side pairs only, encounters kept
+        whole; with ``rerank``, the local scores of that method are calibrated too and fused.
+        Identify then reports ``probability`` and decides on it with the saved threshold.
+
+        Raises:
+            ConfigError: invalid options, an unknown method, or too few individuals.
+            DataError: too few positive or negative pairs.
+        """
+        from wildreid.catalogue.calibration import fit_calibration
+
+        config = _resolve_rerank(rerank, shortlist)
+        self._refresh()
+        calibration = fit_calibration(
+            self,
+            local=self.local_matching(config) if config is not None else None,
+            kind=kind,
+            target=target,
+            max_false_new=max_false_new,
+            review_margin=review_margin,
+            seed=seed,
+            progress=progress,
+        )
+        calibration.policy.save(self.bundle.calibration_path)
+        self._calibration = (None, None, "")
+        return calibration
+
+    def calibration(self) -> CatalogueCalibration | None:
+        """The saved calibration, if there is one for the active model.
+
+        Raises:
+            EmbeddingSpaceError: it was fitted for another model or weights.
+            DataError: the file is unreadable.
+        """
+        from wildreid.catalogue.calibration import load_calibration
+
+        path = self.bundle.calibration_path
+        if not path.is_file():
+            return None
+        return load_calibration(path, space=self._space)
+
+    def _usable_calibration(self) -> tuple[CatalogueCalibration | None, list[str]]:
+        """The saved calibration (re-read when the file or the space changed) and, when one is
+        saved but cannot be used, a note saying why."""
+        path = self.bundle.calibration_path
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            return None, []
+        key = (info.st_mtime_ns, info.st_size, self._space)
+        with self._lock:
+            if self._calibration[0] != key:
+                try:
+                    loaded, note = self.calibration(), ""
+                except (DataError, EmbeddingSpaceError) as exc:
+                    loaded = None
+                    note = (
+                        f"calibration ignored: {exc}; fit it again with `wildreid catalogue "
+                        f"calibrate {self.root}`"
+                    )
+                    logger.warning("%s", note)
+                self._calibration = (key, loaded, note)
+            _, calibration, note = self._calibration
+        return calibration, [note] if note else []
 
     # ----------------------------------------------------------------- curation
 
@@ -851,3 +1087,14 @@ def _parse_box(bbox: str) -> tuple[float, float, float, float] | None:
     except ValueError as exc:
         raise ConfigError(f"bbox {bbox!r}: {exc}") from exc
     return None if box is None else box.as_tuple()
+
+
+def _resolve_rerank(
+    rerank: str | RerankConfig | None, shortlist: int | None
+) -> RerankConfig | None:
+    """:func:`wildreid.catalogue.local.resolve_rerank`, imported on use (it imports torch)."""
+    if rerank is None and shortlist is None:
+        return None
+    from wildreid.catalogue.local import resolve_rerank
+
+    return resolve_rerank(rerank, shortlist=shortlist)

@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 
 
 def check(cat: Catalogue, *, verify_files: bool = True) -> CheckReport:
-    """Check the catalogue's consistency (database, files, vectors, index).
+    """Check the catalogue's consistency (database, files, vectors, index); a calibration that
+    no longer applies (fitted for another model) is noted.
 
     Args:
         verify_files: also hash every image file (slow on large catalogues).
@@ -93,6 +94,8 @@ def check(cat: Catalogue, *, verify_files: bool = True) -> CheckReport:
             f"{len(orphans)} stored file(s) are not referenced (left by an interrupted "
             f"enrolment), e.g. {orphans[0]}"
         )
+    _, calibration_notes = cat._usable_calibration()
+    notes.extend(calibration_notes)
     return CheckReport(tuple(problems), tuple(notes), cat.store.counts())
 
 

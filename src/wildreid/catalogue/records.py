@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from wildreid.errors import ConfigError
+
+if TYPE_CHECKING:
+    from wildreid.matching.rerank import PairComparison
 
 __all__ = [
     "ACTIONS",
@@ -167,8 +171,12 @@ class CatalogueCandidate:
     Attributes:
         identity: the individual's id; ``name`` its display name.
         image_id: its gallery image that supports the match best.
-        score: cosine similarity (or the re-ranker's score).
-        probability: calibrated probability of being the same animal, when a calibrator ran.
+        score: cosine similarity of the query and ``image_id`` (the global score).
+        probability: calibrated probability of being the same animal, when the catalogue has a
+            calibration for its model (and, after re-ranking, for the re-ranking method).
+        local_score: the re-ranking's pair score of the query and ``image_id`` (e.g. inliers),
+            ``None`` when local matching did not score that pair.
+        n_matches, n_inliers: local matches and geometrically verified inliers of that pair.
     """
 
     identity: str
@@ -176,6 +184,9 @@ class CatalogueCandidate:
     image_id: str
     score: float
     probability: float | None = None
+    local_score: float | None = None
+    n_matches: int | None = None
+    n_inliers: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
@@ -194,7 +205,17 @@ class IdentificationRecord:
         outside_filters: the best candidate among images the filters left out, when it scored
             above every candidate shown (a filter may have hidden the right animal).
         duplicate_of: a catalogue image with the same bytes as the query, if any.
+        reranked: whether local matching re-ordered the shortlist; ``rerank`` says how
+            (``method``, ``score``, ``shortlist``, ``fusion``; empty when it did not run).
+        calibration: the calibration the probabilities and threshold came from (``kind``,
+            ``matcher``, ``fitted_at``); empty when uncalibrated.
+        notes: why something the caller might expect did not happen (e.g. a calibration
+            ignored because it was fitted for another model).
         timings_ms: decode, embed, search, rerank and decision times.
+        evidence: image id -> the local comparison of the query with that candidate image
+            (features and verified matches, to draw), for candidates re-ranking scored. Only in
+            the result identify returns; never stored (recompute it with
+            :meth:`~wildreid.catalogue.Catalogue.evidence`).
     """
 
     identification_id: int
@@ -210,6 +231,14 @@ class IdentificationRecord:
     duplicate_of: str | None = None
     reranked: bool = False
     timings_ms: dict[str, float] = field(default_factory=dict)
+    rerank: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    evidence: Mapping[str, PairComparison] = field(default_factory=dict, compare=False, repr=False)
+
+    def details(self) -> dict[str, Any]:
+        """The re-ranking, calibration and notes (stored together as JSON)."""
+        return {"rerank": self.rerank, "calibration": self.calibration, "notes": list(self.notes)}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (the space as its model name and weights digest)."""
@@ -229,6 +258,9 @@ class IdentificationRecord:
             ),
             "duplicate_of": self.duplicate_of,
             "reranked": self.reranked,
+            "rerank": dict(self.rerank),
+            "calibration": dict(self.calibration),
+            "notes": list(self.notes),
             "timings_ms": dict(self.timings_ms),
         }
 

@@ -79,6 +79,13 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
             BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
         """,
     ),
+    (
+        2,
+        "identifications: re-ranking, calibration and notes (details JSON)",
+        """
+        ALTER TABLE identifications ADD COLUMN details TEXT NOT NULL DEFAULT '{}';
+        """,
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -92,7 +99,7 @@ _EVENT_COLUMNS = (
 )
 _ID_COLUMNS = (
     "identification_id, query_image_id, created_at, candidates, decision, threshold, filters, "
-    "space, model, outside_filters, duplicate_of, reranked, timings"
+    "space, model, outside_filters, duplicate_of, reranked, timings, details"
 )
 
 
@@ -112,6 +119,7 @@ def _candidate(raw: dict[str, Any] | None) -> CatalogueCandidate | None:
 
 def _identification(row: sqlite3.Row) -> IdentificationRecord:
     outside = row["outside_filters"]
+    details = json.loads(row["details"] or "{}")
     return IdentificationRecord(
         identification_id=row["identification_id"],
         query_image_id=row["query_image_id"],
@@ -126,6 +134,9 @@ def _identification(row: sqlite3.Row) -> IdentificationRecord:
         duplicate_of=row["duplicate_of"],
         reranked=bool(row["reranked"]),
         timings_ms=json.loads(row["timings"]),
+        rerank=dict(details.get("rerank", {})),
+        calibration=dict(details.get("calibration", {})),
+        notes=tuple(details.get("notes", ())),
     )
 
 
@@ -369,7 +380,7 @@ class SQLiteStore:
     def add_identification(self, record: IdentificationRecord) -> int:
         r = record
         cursor = self._write(
-            f"INSERT INTO identifications ({_ID_COLUMNS}) VALUES (NULL, {', '.join('?' * 12)})",
+            f"INSERT INTO identifications ({_ID_COLUMNS}) VALUES (NULL, {', '.join('?' * 13)})",
             (
                 r.query_image_id,
                 r.created_at,
@@ -383,6 +394,7 @@ class SQLiteStore:
                 r.duplicate_of,
                 int(r.reranked),
                 json.dumps(r.timings_ms),
+                json.dumps(r.details()),
             ),
         )
         return int(cursor.lastrowid or 0)

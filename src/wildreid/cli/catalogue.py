@@ -48,6 +48,23 @@ TagOpt = Annotated[
     list[str] | None, typer.Option("--tag", help="A tag, e.g. photobomb (repeatable).")
 ]
 NoteOpt = Annotated[str, typer.Option("--note", help="A free-text note for the log.")]
+RerankOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--rerank",
+        help="Re-rank the shortlist with local features: sift, rootsift, aliked-lightglue or "
+        "disk-lightglue [default: global scores only].",
+    ),
+]
+ShortlistOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--shortlist",
+        min=0,
+        help="Gallery images matched locally per query (0: all) [default: 1000 for sift and "
+        "rootsift, 20 for the LightGlue methods].",
+    ),
+]
 
 
 def _open(folder: Path, device: str = "cpu", **options: Any) -> Catalogue:
@@ -170,20 +187,32 @@ def identify(
     ] = None,
     review_margin: Annotated[float, typer.Option(help="Scores this near it are review.")] = 0.0,
     candidates: Annotated[int, typer.Option(min=1, help="Individuals proposed.")] = 5,
+    rerank: RerankOpt = None,
+    shortlist: ShortlistOpt = None,
     device: DeviceOpt = "cpu",
     as_json: JsonOpt = False,
 ) -> None:
-    """Propose known individuals for each photo (stored as queries to decide on)."""
+    """Propose known individuals for each photo (stored as queries to decide on).
+
+    With a calibration (`catalogue calibrate`) each candidate has a `probability` and the
+    decision uses the calibrated threshold unless --threshold is given.
+    """
     from wildreid.catalogue import DecisionPolicy, Filters
+    from wildreid.catalogue.local import resolve_rerank
 
     filters = Filters(species=species, location=location, date_from=date_from, date_to=date_to)
     policy = DecisionPolicy(
         threshold=threshold, review_margin=review_margin, max_candidates=candidates
     )
+    config = resolve_rerank(
+        rerank, shortlist=shortlist
+    )  # a bad method fails before anything is stored
     results = []
-    with _open(folder, device, policy=policy) as cat:
-        for image in images:
-            results.append(cat.identify(image, filename=image.name, filters=filters).to_dict())
+    with _open(folder, device, policy=policy) as cat, progress_callback("identifying") as progress:
+        for done, image in enumerate(images, start=1):
+            found = cat.identify(image, filename=image.name, filters=filters, rerank=config)
+            results.append(found.to_dict())
+            progress(done, len(images))
     if as_json:
         echo_json([{"image": str(i), **r} for i, r in zip(images, results, strict=True)])
         return
@@ -196,11 +225,18 @@ def identify(
         )
         for rank, c in enumerate(result["candidates"], start=1):
             probability = f" p={c['probability']:.3f}" if c["probability"] is not None else ""
+            local = (
+                f" {result['rerank']['method']} {c['n_inliers']} inliers / {c['n_matches']} matches"
+                if c["local_score"] is not None
+                else ""
+            )
             console.print(
-                f"  {rank}. {c['identity']} ({c['name']}) score {c['score']:.4f}{probability} "
-                f"via {c['image_id']}",
+                f"  {rank}. {c['identity']} ({c['name']}) score {c['score']:.4f}{probability}"
+                f"{local} via {c['image_id']}",
                 highlight=False,
             )
+        for note in result["notes"]:
+            console.print(f"  note: {note}", highlight=False)
         outside = result["outside_filters"]
         if outside:
             console.print(
@@ -212,6 +248,58 @@ def identify(
             console.print(
                 f"  note: the same photo is already {result['duplicate_of']}", highlight=False
             )
+
+
+@app.command()
+def calibrate(
+    folder: DirArg,
+    rerank: RerankOpt = None,
+    shortlist: ShortlistOpt = None,
+    calibrator: Annotated[
+        str, typer.Option(help="isotonic or logistic (Platt scaling).")
+    ] = "isotonic",
+    target: Annotated[
+        str,
+        typer.Option(
+            help="open_score (best balanced known/new accuracy) or false_new (at most "
+            "--max-false-new of known animals called new)."
+        ),
+    ] = "open_score",
+    max_false_new: Annotated[float, typer.Option(help="For --target false_new.")] = 0.05,
+    review_margin: Annotated[
+        float, typer.Option(help="Probabilities this near the threshold go to review.")
+    ] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed of the calibration carve.")] = 0,
+    device: DeviceOpt = "cpu",
+    as_json: JsonOpt = False,
+) -> None:
+    """Fit P(same individual) and the known/new threshold on the catalogue's own photos.
+
+    Gallery-side pairs only (a share of the individuals act as new animals; encounters stay
+    whole); with --rerank, that method's local scores are calibrated and fused too. Saved in
+    the catalogue (calibration.json) for its current model; identify then reports
+    probabilities and decides on them. Fit it again after re-embedding or a large enrolment.
+    """
+    from wildreid.catalogue.calibration import calibrator_state
+
+    with _open(folder, device) as cat, progress_callback("local features") as progress:
+        calibration = cat.calibrate(
+            rerank=rerank,
+            shortlist=shortlist,
+            kind=calibrator,
+            target=target,
+            max_false_new=max_false_new,
+            review_margin=review_margin,
+            seed=seed,
+            progress=progress,
+        )
+    state = calibrator_state(calibration)
+    if as_json:
+        echo_json(state)
+        return
+    console = stdout_console()
+    for key, value in state.items():
+        console.print(f"{key}: {value}", highlight=False)
 
 
 def _print_event(event: Any, as_json: bool) -> None:

@@ -27,6 +27,22 @@ def serve(
         ),
     ] = None,
     max_upload_mb: Annotated[float, typer.Option(help="Largest photo upload in MiB.")] = 25.0,
+    rerank: Annotated[
+        str | None,
+        typer.Option(
+            "--rerank",
+            help="Default local re-ranking of uploads: sift, rootsift, aliked-lightglue or "
+            "disk-lightglue (a request may ask for another or none) [default: none].",
+        ),
+    ] = None,
+    shortlist: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Gallery images matched locally (0: all) [default: 1000 for sift and rootsift, "
+            "20 for LightGlue].",
+        ),
+    ] = None,
     device: DeviceOpt = "cpu",
 ) -> None:
     """Serve the catalogue: JSON API (/docs), review web UI (/), GET /health."""
@@ -40,6 +56,8 @@ def serve(
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         device=device,
         session_secret=os.environ.get("WILDREID_SESSION_SECRET"),
+        rerank=rerank,
+        shortlist=shortlist,
     )
     typer.echo(
         f"serving {folder} on http://{host}:{port} "

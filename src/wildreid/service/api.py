@@ -6,14 +6,18 @@ never blocks the event loop, and batch jobs run on their own thread (:mod:`.jobs
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import io
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi.responses import FileResponse, Response
 
 from wildreid.catalogue import Catalogue, Filters
 from wildreid.service.app import MAX_BATCH_FILES, ServiceError, ServiceState, state_of
 from wildreid.service.schemas import DecisionIn, MergeIn, RenameIn, SplitIn, UndoIn
+
+if TYPE_CHECKING:
+    from wildreid.matching.rerank import RerankConfig
 
 __all__ = ["individual_view", "query_view", "router"]
 
@@ -26,11 +30,32 @@ def _filters(species: str, location: str, date_from: str, date_to: str) -> Filte
     return Filters(species=species, location=location, date_from=date_from, date_to=date_to)
 
 
+RerankForm = Annotated[
+    str,
+    Form(
+        description="Local re-ranking: sift, rootsift, aliked-lightglue, disk-lightglue, none; "
+        "empty: the server's default (serve --rerank)."
+    ),
+]
+ShortlistForm = Annotated[
+    int | None,
+    Form(
+        ge=0,
+        description="Gallery images matched locally (0: all); default: 1000 for sift and "
+        "rootsift, 20 for LightGlue.",
+    ),
+]
+
+
 def identify_upload(
-    state: ServiceState, name: str, data: bytes, filters: Filters
+    state: ServiceState,
+    name: str,
+    data: bytes,
+    filters: Filters,
+    rerank: RerankConfig | None = None,
 ) -> dict[str, Any]:
     """Identify one uploaded photo; the identification as a dict."""
-    return state.catalogue.identify(data, filename=name, filters=filters).to_dict()
+    return state.catalogue.identify(data, filename=name, filters=filters, rerank=rerank).to_dict()
 
 
 def individual_view(cat: Catalogue, individual_id: str) -> dict[str, Any]:
@@ -75,13 +100,21 @@ def identify(
     location: Annotated[str, Form()] = "",
     date_from: Annotated[str, Form()] = "",
     date_to: Annotated[str, Form()] = "",
+    rerank: RerankForm = "",
+    shortlist: ShortlistForm = None,
 ) -> dict[str, Any]:
-    """Upload one photo and identify it now (it is stored as a query to decide on)."""
+    """Upload one photo and identify it now (it is stored as a query to decide on).
+
+    Candidates carry ``probability`` when the catalogue is calibrated and ``local_score``,
+    ``n_matches``, ``n_inliers`` when local matching ran (draw them with
+    ``GET /api/queries/{query_id}/evidence/{image_id}.png``).
+    """
     state = state_of(request)
     state.require_key(request)
     filters = _filters(species, location, date_from, date_to)
+    config = state.rerank_for(rerank, shortlist)
     name, data = state.read_upload(file)
-    return identify_upload(state, name, data, filters)
+    return identify_upload(state, name, data, filters, config)
 
 
 @router.post("/api/jobs", tags=["identify"], status_code=202)
@@ -92,21 +125,31 @@ def start_job(
     location: Annotated[str, Form()] = "",
     date_from: Annotated[str, Form()] = "",
     date_to: Annotated[str, Form()] = "",
+    rerank: RerankForm = "",
+    shortlist: ShortlistForm = None,
 ) -> dict[str, Any]:
     """Upload many photos; they are identified in the background (poll the job)."""
     state = state_of(request)
     state.require_key(request)
-    return start_batch(state, files, _filters(species, location, date_from, date_to))
+    config = state.rerank_for(rerank, shortlist)
+    return start_batch(state, files, _filters(species, location, date_from, date_to), config)
 
 
-def start_batch(state: ServiceState, files: list[UploadFile], filters: Filters) -> dict[str, Any]:
+def start_batch(
+    state: ServiceState,
+    files: list[UploadFile],
+    filters: Filters,
+    rerank: RerankConfig | None = None,
+) -> dict[str, Any]:
     """Read every upload (refusing bad names and sizes first), then queue the batch."""
     if not files:
         raise ServiceError("no files uploaded", 400)
     if len(files) > MAX_BATCH_FILES:
         raise ServiceError(f"at most {MAX_BATCH_FILES} files per batch", 413)
     items = [state.read_upload(f) for f in files]
-    job = state.jobs.submit(items, lambda name, data: identify_upload(state, name, data, filters))
+    job = state.jobs.submit(
+        items, lambda name, data: identify_upload(state, name, data, filters, rerank)
+    )
     return job.to_dict()
 
 
@@ -120,6 +163,66 @@ def job(request: Request, job_id: str) -> dict[str, Any]:
 def query(request: Request, query_id: str) -> dict[str, Any]:
     """A query: its photo record, identifications and decisions."""
     return query_view(state_of(request).catalogue, query_id)
+
+
+def evidence_method(cat: Catalogue, query_id: str, rerank: str, state: ServiceState) -> str:
+    """The re-ranking method to draw a query's evidence with: the one asked for, else the one
+    its latest identification used, else the server's default."""
+    if rerank:
+        return rerank
+    for record in reversed(cat.store.identifications(query_id)):
+        if record.rerank.get("method"):
+            return str(record.rerank["method"])
+    if state.rerank is not None:
+        return state.rerank.method
+    raise ServiceError(
+        f"query {query_id!r} was not re-ranked; ask for a method with ?rerank=sift", 422
+    )
+
+
+@router.get(
+    "/api/queries/{query_id}/evidence/{image_id}.png",
+    tags=["decisions"],
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+def evidence(
+    request: Request,
+    query_id: str,
+    image_id: str,
+    rerank: Annotated[str, Query(description="sift, rootsift, aliked-lightglue, ...")] = "",
+    height: Annotated[int, Query(ge=64, le=1024, description="Height in pixels.")] = 240,
+) -> Response:
+    """The query (left) and a gallery image (right) with their matched keypoints drawn:
+    inliers of the geometric model green, other matches red."""
+    state = state_of(request)
+    cat = state.catalogue
+    cat.image(query_id)
+    method = evidence_method(cat, query_id, rerank, state)
+    picture = cat.evidence_image(query_id, image_id, rerank=method, height_px=height)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return Response(
+        buffer.getvalue(),
+        media_type="image/png",
+        headers={"Cache-Control": "private, max-age=3600"},
+    )
+
+
+@router.get("/api/calibration", tags=["catalogue"])
+def calibration(request: Request) -> dict[str, Any]:
+    """The catalogue's calibration (``wildreid catalogue calibrate``): what it was fitted on,
+    its threshold and calibration-data metrics; 404 when there is none, 409 when it was fitted
+    for another model."""
+    from wildreid.catalogue.calibration import calibrator_state
+
+    cat = state_of(request).catalogue
+    found = cat.calibration()
+    if found is None:
+        raise ServiceError(
+            "this catalogue is not calibrated; run `wildreid catalogue calibrate DIR`", 404
+        )
+    return calibrator_state(found)
 
 
 @router.post("/api/queries/{query_id}/decisions", tags=["decisions"])

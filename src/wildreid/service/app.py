@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -46,6 +46,9 @@ from wildreid.errors import (
     WildReIDError,
 )
 from wildreid.service.jobs import JobRunner
+
+if TYPE_CHECKING:
+    from wildreid.matching.rerank import RerankConfig
 
 __all__ = [
     "DEFAULT_MAX_UPLOAD_BYTES",
@@ -94,6 +97,25 @@ class ServiceState:
     jobs: JobRunner
     max_upload_bytes: int
     templates: Jinja2Templates
+    rerank: RerankConfig | None = None
+
+    def rerank_for(self, method: str, shortlist: int | None) -> RerankConfig | None:
+        """The re-ranking of a request: ``""`` the server's default (``--rerank``), ``none``
+        global scores only, else a method name (with ``shortlist`` overriding its default).
+
+        Raises:
+            ConfigError: an unknown method (422, the known ones named).
+        """
+        from wildreid.catalogue.local import resolve_rerank
+
+        method = method.strip()
+        if method.lower() == "none":
+            return resolve_rerank(None, shortlist=shortlist)
+        if not method:
+            if self.rerank is None:
+                return resolve_rerank(None, shortlist=shortlist)
+            return resolve_rerank(self.rerank, shortlist=shortlist)
+        return resolve_rerank(method, shortlist=shortlist)
 
     def key_matches(self, offered: str | None) -> bool:
         """Constant-time comparison with the configured key (False when none is configured)."""
@@ -161,6 +183,8 @@ def create_app(
     max_pixels: int = DEFAULT_MAX_UPLOAD_PIXELS,
     session_secret: str | None = None,
     device: str = "cpu",
+    rerank: str | None = None,
+    shortlist: int | None = None,
 ) -> FastAPI:
     """The FastAPI app over ``catalogue`` (an open :class:`Catalogue` or its folder).
 
@@ -171,9 +195,17 @@ def create_app(
         session_secret: signs the web UI's session cookie (random per process by default, so
             sessions end with the process).
         device: where an opened-by-path catalogue embeds.
+        rerank, shortlist: the default local re-ranking of identify requests (``sift``, ...;
+            ``None``: global scores only); a request may ask for another or ``none``.
+
+    Raises:
+        ConfigError: a short API key or an unknown re-ranking method.
     """
     if api_key is not None and len(api_key) < 8:
         raise ConfigError("the API key must be at least 8 characters long")
+    from wildreid.catalogue.local import resolve_rerank
+
+    default_rerank = resolve_rerank(rerank, shortlist=shortlist)
     if isinstance(catalogue, Catalogue):
         cat = catalogue
         owns = False
@@ -187,6 +219,7 @@ def create_app(
         jobs=JobRunner(),
         max_upload_bytes=max_upload_bytes,
         templates=Jinja2Templates(directory=str(_HERE / "templates")),
+        rerank=default_rerank,
     )
 
     @asynccontextmanager

@@ -3,7 +3,8 @@
 Batch jobs run one at a time on their own worker thread, photo by photo; interactive requests run
 on the server's request threads and take the catalogue's lock only for the short search and write
 steps, so an interactive identification never waits for a batch to finish (at most for one
-photo's search).
+photo's search, and with local re-ranking for one chunk of 32 feature extractions; matching
+runs in each request's own thread).
 """
 
 from __future__ import annotations

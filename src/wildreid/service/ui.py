@@ -15,6 +15,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from wildreid.catalogue import Filters
+from wildreid.matching.rerank import RERANKERS
 from wildreid.service.api import identify_upload, individual_view, query_view, start_batch
 from wildreid.service.app import ServiceError, ServiceState, html, state_of
 
@@ -46,12 +47,18 @@ def _redirect(url: str) -> Response:
 @router.get("/", response_class=HTMLResponse)
 def home(request: Request) -> HTMLResponse:
     """Login, upload and the latest queries."""
-    cat = state_of(request).catalogue
+    state = state_of(request)
+    cat = state.catalogue
     queries = cat.store.images(role="query")[-20:]
     return html(
         request,
         "home.html",
-        {"stats": cat.stats(), "queries": list(reversed(queries))},
+        {
+            "stats": cat.stats(),
+            "queries": list(reversed(queries)),
+            "methods": sorted(RERANKERS),
+            "default_rerank": state.rerank.method if state.rerank is not None else "none",
+        },
     )
 
 
@@ -92,16 +99,18 @@ def upload(
     location: Annotated[str, Form()] = "",
     date_from: Annotated[str, Form()] = "",
     date_to: Annotated[str, Form()] = "",
+    rerank: Annotated[str, Form()] = "",
 ) -> Response:
     """One photo: identify now and show it; several: a background job."""
     state, _ = _require_session(request, csrf_token)
     filters = Filters(species=species, location=location, date_from=date_from, date_to=date_to)
+    config = state.rerank_for(rerank, None)
     files = [f for f in files if f.filename]
     if len(files) == 1:
         name, data = state.read_upload(files[0])
-        result = identify_upload(state, name, data, filters)
+        result = identify_upload(state, name, data, filters, config)
         return _redirect(f"/ui/queries/{result['query_image_id']}")
-    job = start_batch(state, files, filters)
+    job = start_batch(state, files, filters, config)
     return _redirect(f"/ui/jobs/{job['job_id']}")
 
 
