@@ -26,8 +26,7 @@ from wildreid.embeddings_file import load_embeddings
 from wildreid.errors import ConfigError, DataError
 from wildreid.evaluation.openset import (
     OpenSetPolicy,
-    carve_calibration,
-    fuse_policy,
+    fit_local_fusion,
     load_policy,
 )
 from wildreid.evaluation.protocol import (
@@ -245,12 +244,6 @@ def _rerank(
     return result, reranked, summary
 
 
-FUSION_CALIBRATION_QUERIES = 200
-"""At most this many calibration queries (a fixed random sample) are matched locally to
-calibrate the local score for fusion: enough positive pairs for the calibrator, at a bounded
-cost (about 4,000 LightGlue pairs with a shortlist of 20)."""
-
-
 @dataclass(frozen=True)
 class _FusionCalibration:
     """What calibrated fusion needs: the global policy and its gallery-side carve."""
@@ -265,32 +258,18 @@ class _FusionCalibration:
     def fit(
         self, reranker: Reranker, features: dict[str, LocalFeatures]
     ) -> tuple[OpenSetPolicy, dict[str, Any]]:
-        carve = self.policy.calibration.extra.get("carve", {})
-        query, gallery = carve_calibration(self.labels, self.groups, **carve)
-        q_index, g_index = np.flatnonzero(query), np.flatnonzero(gallery)
-        if len(q_index) > FUSION_CALIBRATION_QUERIES:  # bounds the local matching it costs
-            chosen = np.random.default_rng(0).choice(q_index, FUSION_CALIBRATION_QUERIES, False)
-            q_index = np.sort(chosen)
-        block = self.scores[np.ix_(q_index, g_index)]
-        matched = reranker.rerank(
-            block,
-            [features[self.gallery_ids[i]] for i in q_index],
-            [features[self.gallery_ids[i]] for i in g_index],
-        )
-        policy, _ = fuse_policy(
+        policy, _, matched = fit_local_fusion(
             self.policy,
-            block,
-            matched.shortlist,
-            matched.local,
-            [self.labels[i] for i in q_index],
-            [self.labels[i] for i in g_index],
-            matcher=f"{reranker.config.method}/{reranker.config.score}",
-            kind=self.policy.calibration.calibrator.kind,
+            self.scores,
+            self.labels,
+            self.groups,
+            reranker,
+            [features.get(i) for i in self.gallery_ids],
+            self.gallery_ids,
         )
         extra = policy.calibration.extra
-        facts = {
-            "calibration_queries_matched": len(q_index),
-            "calibration_pairs_matched": int(np.count_nonzero(matched.shortlist >= 0)),
+        facts: dict[str, Any] = {
+            **matched,
             "global_calibration_open_score": extra["calibration_open_score"],
             "fused_calibration_open_score": extra["fused_calibration_open_score"],
         }

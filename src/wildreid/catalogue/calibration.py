@@ -33,9 +33,8 @@ from wildreid.catalogue.records import utc_now
 from wildreid.errors import ConfigError
 from wildreid.evaluation.openset import (
     OpenSetPolicy,
-    carve_calibration,
+    fit_local_fusion,
     fit_open_set_policy,
-    fuse_policy,
     load_policy,
 )
 from wildreid.matching.calibration import Calibrator, calibrator_from_dict
@@ -192,31 +191,15 @@ def fit_calibration(
     local_calibrator: Calibrator | None = None
     matcher = ""
     if local is not None:
-        carve = policy.calibration.extra["carve"]
-        query, gallery = carve_calibration(labels, groups, **carve)
-        q_index, g_index = np.flatnonzero(query), np.flatnonzero(gallery)
         records = {i.image_id: i for i in cat.store.images(role="gallery")}
         features = local.features([records[i] for i in ids], progress=progress)
-        block = scores[np.ix_(q_index, g_index)]
-        missing = [ids[i] for i in (*q_index, *g_index) if ids[i] not in features]
-        if missing:
-            raise ConfigError(f"no local features for {missing[0]}; run `catalogue check`")
-        matched = local.reranker.rerank(
-            block,
-            [features[ids[i]] for i in q_index],
-            [features[ids[i]] for i in g_index],
-        )
         matcher = local.matcher_name
-        policy, local_calibrator = fuse_policy(
-            policy,
-            block,
-            matched.shortlist,
-            matched.local,
-            [labels[i] for i in q_index],
-            [labels[i] for i in g_index],
-            matcher=matcher,
-            kind=kind,
-        )
+        try:
+            policy, local_calibrator, _ = fit_local_fusion(
+                policy, scores, labels, groups, local.reranker, [features.get(i) for i in ids], ids
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}; run `catalogue check`") from exc
     extra = policy.calibration.extra
     extra.update({"fitted_at": utc_now(), "model": cat.model, "gallery_images": len(ids)})
     if local is not None:

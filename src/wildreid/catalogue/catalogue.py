@@ -780,8 +780,8 @@ class Catalogue:
                 float(v)
                 for v in calibration.probabilities(global_scores[0], padded, matcher=matcher)
             ]
-        fusion = "rank" if config.fusion == "calibrated" else config.fusion
-        order = fuse(global_scores, np.arange(n_shortlist)[None], local_row, fusion=fusion)
+        # Without a calibration of this matcher, ``calibrated`` orders by the local score.
+        order = fuse(global_scores, np.arange(n_shortlist)[None], local_row, fusion=config.fusion)
         return [float(v) for v in order[0]]
 
     def _candidate(

@@ -48,9 +48,11 @@ from wildreid.matching.calibration import (
 )
 from wildreid.matching.fusion import fuse_shortlist
 from wildreid.matching.identification import decide_scores
-from wildreid.types import EmbeddingSpace
+from wildreid.matching.rerank import Reranker
+from wildreid.types import EmbeddingSpace, LocalFeatures
 
 __all__ = [
+    "FUSION_CALIBRATION_QUERIES",
     "GLOBAL_MATCHER",
     "TARGETS",
     "OpenSetPolicy",
@@ -58,6 +60,7 @@ __all__ = [
     "carve_calibration",
     "choose_threshold",
     "decision_metrics",
+    "fit_local_fusion",
     "fit_open_set_policy",
     "fuse_policy",
     "load_policy",
@@ -394,6 +397,79 @@ def fuse_policy(
         max_false_new=policy.max_false_new,
     )
     return fused_policy, local
+
+
+FUSION_CALIBRATION_QUERIES: Final = 200
+"""At most this many calibration queries (a fixed random sample) are matched locally to
+calibrate a local score for fusion: enough positive pairs for the calibrator, at a bounded cost
+(about 4,000 LightGlue pairs with a shortlist of 20)."""
+
+
+def fit_local_fusion(
+    policy: OpenSetPolicy,
+    scores: npt.NDArray[np.floating],
+    labels: Sequence[str],
+    groups: Sequence[str] | None,
+    reranker: Reranker,
+    features: Sequence[LocalFeatures | None],
+    image_ids: Sequence[str],
+    *,
+    max_queries: int = FUSION_CALIBRATION_QUERIES,
+) -> tuple[OpenSetPolicy, Calibrator, dict[str, int]]:
+    """Match the policy's gallery-side carve locally and fuse (:func:`fuse_policy`).
+
+    The calibration queries of the policy's carve (at most ``max_queries``, a fixed sample) are
+    re-ranked against the calibration gallery as evaluated queries would be; the local scores
+    get their own calibrator and the threshold is chosen again on the fused probability.
+
+    Args:
+        scores: cosine similarities between the gallery images the policy was fitted on.
+        labels, groups: of those images, as given to :func:`fit_open_set_policy`.
+        reranker: the re-ranking whose local scores are calibrated.
+        features: each image's local features (``None``: missing), in ``scores``' order.
+        image_ids: each image's id, for messages.
+
+    Shapes:
+        scores: (G, G). labels, groups, features, image_ids: (G,).
+
+    Returns:
+        The fused policy, the local calibrator, and ``calibration_queries_matched`` /
+        ``calibration_pairs_matched``.
+
+    Raises:
+        ConfigError: an image of the carve has no local features.
+        DataError: too few positive or negative matched pairs (counts named).
+    """
+    carve = policy.calibration.extra.get("carve", {})
+    query, gallery = carve_calibration(labels, groups, **carve)
+    q_index, g_index = np.flatnonzero(query), np.flatnonzero(gallery)
+    if len(q_index) > max_queries:
+        q_index = np.sort(np.random.default_rng(0).choice(q_index, max_queries, replace=False))
+    chosen: dict[int, LocalFeatures] = {}
+    for i in (*q_index.tolist(), *g_index.tolist()):
+        found = features[i]
+        if found is None:
+            raise ConfigError(f"no local features for image {image_ids[i]!r}")
+        chosen[i] = found
+    block = scores[np.ix_(q_index, g_index)]
+    matched = reranker.rerank(
+        block, [chosen[i] for i in q_index.tolist()], [chosen[i] for i in g_index.tolist()]
+    )
+    fused, local = fuse_policy(
+        policy,
+        block,
+        matched.shortlist,
+        matched.local,
+        [labels[i] for i in q_index.tolist()],
+        [labels[i] for i in g_index.tolist()],
+        matcher=f"{reranker.config.method}/{reranker.config.score}",
+        kind=policy.calibration.calibrator.kind,
+    )
+    facts = {
+        "calibration_queries_matched": len(q_index),
+        "calibration_pairs_matched": int(np.count_nonzero(matched.shortlist >= 0)),
+    }
+    return fused, local, facts
 
 
 def decision_metrics(
