@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from wildreid.cli.app import app
 from wildreid.data.synthetic import SynthConfig, generate_synthetic
 from wildreid.errors import ConfigError
-from wildreid.experiments.training_size import parse_fractions, training_subsets
+from wildreid.experiments.training_size import StudyConfig, parse_fractions, training_subsets
 
 TINY = [
     *("--set", "model.base=timm/test_efficientnet"),
@@ -129,6 +129,17 @@ def test_bad_input_from_the_cli(config_file: Path, tmp_path: Path) -> None:
         ],
     )
     assert too_few.exit_code == 2 and "fraction 0.2 leaves 0 identities" in too_few.stderr
+    # The study fits no calibrators: calibrated fusion is refused, not run as rank fusion.
+    calibrated = runner.invoke(
+        app,
+        [
+            *("experiment", "training-size", "--config", str(config_file), "--out", out),
+            *("--fusion", "calibrated", *TINY),
+        ],
+    )
+    assert calibrated.exit_code == 2 and "not 'calibrated'" in calibrated.stderr
+    with pytest.raises(ConfigError, match="max_queries must be >= 1"):
+        StudyConfig(max_queries=0)
 
 
 def test_study_end_to_end_and_resume(config_file: Path, tmp_path: Path) -> None:
@@ -147,10 +158,16 @@ def test_study_end_to_end_and_resume(config_file: Path, tmp_path: Path) -> None:
         "sift",
         "--shortlist",
         "4",
+        *("--max-queries", "5"),
         *TINY,
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
+    # Every pair of the 5 sampled queries with the gallery, matched once (the fusion line's
+    # pairs come from the same table).
+    split = pd.read_csv(config_file.parent / "data" / "split.csv")
+    side = "gallery" if (split["split"] == "gallery").any() else "train"
+    assert f"; {5 * int((split['split'] == side).sum())} pairs matched locally" in result.stdout
     rows = pd.read_csv(out / "results.csv")
     assert list(rows.columns) == [
         "fraction",

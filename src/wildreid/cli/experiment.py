@@ -9,10 +9,8 @@ import typer
 
 from wildreid.cli.options import (
     DeviceOpt,
-    FusionOpt,
     KeypointsOpt,
     PairScoreOpt,
-    ShortlistOpt,
     WorkingSizeOpt,
     rerank_config,
 )
@@ -56,7 +54,15 @@ def training_size(
             "aliked-lightglue, disk-lightglue, or none.",
         ),
     ] = "sift",
-    shortlist: ShortlistOpt = None,
+    shortlist: Annotated[
+        int | None,
+        typer.Option(
+            "--shortlist",
+            min=0,
+            help="Fine-tuned candidates per query that the fusion line re-orders (0: the whole "
+            "gallery) [default: the method's shortlist, 100 for sift].",
+        ),
+    ] = None,
     local_shortlist: Annotated[
         int,
         typer.Option(
@@ -66,7 +72,23 @@ def training_size(
             "else the zero-shot top-N.",
         ),
     ] = 0,
-    fusion: FusionOpt = "rank",
+    fusion: Annotated[
+        str,
+        typer.Option(
+            "--fusion",
+            help="How the fusion line re-orders the fine-tuned shortlist: rank (sum of the "
+            "global and local ranks) or local (the local score, ties by the global one).",
+        ),
+    ] = "rank",
+    max_queries: Annotated[
+        int | None,
+        typer.Option(
+            "--max-queries",
+            min=1,
+            help="Score a deterministic sample of at most N queries (the sample of "
+            "`wildreid evaluate --max-queries`); the gallery stays whole.",
+        ),
+    ] = None,
     pair_score: PairScoreOpt = None,
     max_keypoints: KeypointsOpt = None,
     working_size: WorkingSizeOpt = None,
@@ -102,7 +124,13 @@ def training_size(
         )
     elif shortlist is not None:
         raise typer.BadParameter("--shortlist only applies with a --rerank method")
-    study = StudyConfig(fractions=chosen, rerank=local, local_shortlist=local_shortlist, seed=seed)
+    study = StudyConfig(
+        fractions=chosen,
+        rerank=local,
+        local_shortlist=local_shortlist,
+        max_queries=max_queries,
+        seed=seed,
+    )
     console = stdout_console()
     result = run_training_size(
         settings,

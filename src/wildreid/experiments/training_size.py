@@ -61,6 +61,7 @@ from wildreid.data.splits import read_split, write_split
 from wildreid.errors import ConfigError
 from wildreid.evaluation.protocol import (
     EvaluationResult,
+    Protocol,
     evaluate_embeddings,
     evaluate_scores,
     protocol_from_split,
@@ -149,12 +150,16 @@ class StudyConfig:
             ``None`` leaves out the local and fusion lines.
         local_shortlist: gallery images per query matched for the ``local`` line: 0 for every
             gallery image, else the zero-shot top-N.
+        max_queries: score a deterministic sample of at most this many queries
+            (:meth:`~wildreid.evaluation.protocol.Protocol.sample_queries`, the sample of
+            ``wildreid evaluate --max-queries``); ``None`` for all. The gallery stays whole.
         seed: seeds the subsets (the training keeps its own ``train.seed``).
     """
 
     fractions: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
     rerank: RerankConfig | None = None
     local_shortlist: int = 0
+    max_queries: int | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -162,6 +167,14 @@ class StudyConfig:
         if self.local_shortlist < 0:
             raise ConfigError(
                 f"local_shortlist must be >= 0 (0: every gallery image), got {self.local_shortlist}"
+            )
+        if self.max_queries is not None and self.max_queries < 1:
+            raise ConfigError(f"max_queries must be >= 1, got {self.max_queries}")
+        if self.rerank is not None and self.rerank.fusion == "calibrated":
+            # Calibrated fusion fits its calibrators on gallery-side pairs (wildreid evaluate);
+            # the study does not, and fuse() would silently order the shortlist by rank.
+            raise ConfigError(
+                "the training-size study fuses with 'rank' or 'local', not 'calibrated'"
             )
 
 
@@ -374,6 +387,8 @@ def run_training_size(
         else split_from_column(metadata, str(data.split_column))
     )
     protocol = protocol_from_split(metadata, split)
+    if study.max_queries is not None:
+        protocol = protocol.sample_queries(study.max_queries)
     subsets = training_subsets(metadata, split, study.fractions, seed=study.seed)
 
     with atomic_path(out / "config.yaml") as tmp:
@@ -464,7 +479,7 @@ def run_training_size(
 
     results: list[dict[str, Any]] = []
     plot = out / "training_size.png"
-    title = f"{Path(data.metadata).parent.name or 'dataset'}: top-1 vs training images"
+    title = _title(Path(data.metadata).parent.name or "dataset", protocol, study)
     for fraction, fraction_config, per_identity, run_dir in plans:
         say(f"training on {fraction:g} of the images ({per_identity:.2f} per identity)")
         seconds = _train_fraction(fraction_config, run_dir, train)
@@ -494,6 +509,24 @@ def run_training_size(
         local_pairs=0 if local is None else local.pairs,
         local_seconds=0.0 if local is None else local.seconds,
     )
+
+
+def _title(dataset: str, protocol: Protocol, study: StudyConfig) -> str:
+    """The plot's title: the data and what the local and fusion lines are."""
+    lines = [
+        f"{dataset}: {len(protocol.query_ids)} queries x {len(protocol.gallery_ids)} gallery images"
+    ]
+    method = study.rerank
+    if method is not None:
+        against = (
+            "all pairs" if study.local_shortlist == 0 else f"zero-shot top-{study.local_shortlist}"
+        )
+        depth = "whole gallery" if method.shortlist == 0 else f"top-{method.shortlist}"
+        lines.append(
+            f"local: {method.method}, {method.score} score, {against}; "
+            f"fusion: {method.fusion}, fine-tuned {depth}"
+        )
+    return "\n".join(lines)
 
 
 def _write_results(path: Path, rows: Sequence[dict[str, Any]]) -> None:

@@ -81,6 +81,8 @@ _STUDY_STYLES = {
     "fusion": ("#3b5ba5", "-", "fine-tuned + local (fusion)"),
 }
 
+_METRIC_LABELS = {"top1": "top-1", "top5": "top-5"}
+
 
 def plot_training_size(
     results: pd.DataFrame, path: str | os.PathLike[str], *, title: str, metric: str = "top1"
@@ -110,11 +112,11 @@ def plot_training_size(
         y = 100 * rows[metric].to_numpy(dtype=np.float64)
         axes.plot(x, y, style, color=color, marker="o", linewidth=2, label=label)
     axes.set_xlabel("training images per identity (mean)")
-    axes.set_ylabel(f"{metric} (%)")
+    axes.set_ylabel(f"{_METRIC_LABELS.get(metric, metric)} (%)")
     axes.set_ylim(bottom=0)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
-    axes.set_title(title, fontsize=10)
+    axes.set_title(title, fontsize=9)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
 
