@@ -19,11 +19,11 @@ method                    extractor                    matcher
 
 Pair scores (``score``): ``matches`` (how many), ``inliers`` (how many agree with one
 homography or fundamental matrix, :mod:`~wildreid.matching.verification`), or ``confidence``
-(the sum of the match confidences). Fusion (``fusion``): ``local`` (the default: the best
-measured, see the README) orders the shortlist by the local score (ties by the global one);
-``rank`` orders it by the sum of the global and local ranks (ties by the local rank):
-parameter-free, and robust when the local score is weak on a dataset.
-``calibrated`` turns both scores into P(same individual) with calibrators fitted on
+(the sum of the match confidences). Fusion (``fusion``): ``local`` orders the shortlist by the
+local score (ties by the global one); ``rank`` orders it by the sum of the global and local
+ranks (ties by the local rank), parameter-free. ``calibrated`` (the default: as good as or
+better than ``local`` on the shared datasets, and it yields probabilities for open-set
+decisions; see the README) turns both scores into P(same individual) with calibrators fitted on
 gallery-side pairs and averages them (:func:`wildreid.matching.fusion.fuse_shortlist`); the
 calibrators come from the caller (``wildreid evaluate`` fits them, see
 :func:`wildreid.pipeline.evaluate_dataset`), so :meth:`Reranker.rerank` alone orders a
