@@ -38,7 +38,7 @@ def _default_who() -> str:
 WhoOpt = Annotated[
     str,
     typer.Option(
-        "--who", help="Who decides (for the audit log) [default: $WILDREID_USER, else login]."
+        "--who", help="Who decides (for the audit log) (default: $WILDREID_USER, else login)."
     ),
 ]
 ConfidenceOpt = Annotated[
@@ -53,7 +53,7 @@ RerankOpt = Annotated[
     typer.Option(
         "--rerank",
         help="Re-rank the shortlist with local features: sift, rootsift, aliked-lightglue or "
-        "disk-lightglue [default: global scores only].",
+        "disk-lightglue (default: global scores only).",
     ),
 ]
 ShortlistOpt = Annotated[
@@ -61,8 +61,8 @@ ShortlistOpt = Annotated[
     typer.Option(
         "--shortlist",
         min=0,
-        help="Gallery images matched locally per query (0: all) [default: 1000 for sift and "
-        "rootsift, 20 for the LightGlue methods].",
+        help="Gallery images matched locally per query (0: all) (default: 1000 for sift and "
+        "rootsift, 20 for the LightGlue methods).",
     ),
 ]
 
@@ -102,7 +102,7 @@ def add(
     ],
     root: Annotated[
         Path | None,
-        typer.Option(help="Folder image paths are relative to [default: the metadata's folder]."),
+        typer.Option(help="Folder image paths are relative to (default: the metadata's folder)."),
     ] = None,
     species: Annotated[
         str | None, typer.Option(help="Species of every row (folder trees).")
@@ -372,9 +372,9 @@ def new(
     folder: DirArg,
     query: Annotated[str, typer.Argument(help="The query image id.")],
     individual_id: Annotated[
-        str | None, typer.Option("--id", help="Id of the new individual [default: generated].")
+        str | None, typer.Option("--id", help="Id of the new individual (default: generated).")
     ] = None,
-    name: Annotated[str, typer.Option(help="Display name [default: the id].")] = "",
+    name: Annotated[str, typer.Option(help="Display name (default: the id).")] = "",
     who: WhoOpt = "",
     confidence: ConfidenceOpt = None,
     note: NoteOpt = "",
@@ -430,7 +430,7 @@ def split(
     individual: Annotated[str, typer.Argument(help="The individual to split.")],
     image_ids: Annotated[list[str], typer.Argument(help="Its images that move out.")],
     new_id: Annotated[
-        str | None, typer.Option("--id", help="Id of the new individual [default: generated].")
+        str | None, typer.Option("--id", help="Id of the new individual (default: generated).")
     ] = None,
     name: Annotated[str, typer.Option(help="Display name of the new individual.")] = "",
     who: WhoOpt = "",

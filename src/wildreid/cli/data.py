@@ -25,7 +25,7 @@ MetadataArg = Annotated[
 ]
 RootOpt = Annotated[
     Path | None,
-    typer.Option("--root", help="Folder image paths are relative to [default: the CSV's folder]."),
+    typer.Option("--root", help="Folder image paths are relative to (default: the CSV's folder)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
@@ -101,11 +101,11 @@ def import_(
     ],
     out: Annotated[Path, typer.Option("--out", help="Metadata CSV to write.", dir_okay=False)],
     format_: Annotated[
-        ImportFormat, typer.Option("--format", help="Source format [default: by its kind].")
+        ImportFormat, typer.Option("--format", help="Source format (default: by its kind).")
     ] = ImportFormat.auto,
     root: Annotated[
         Path | None,
-        typer.Option("--root", help="Folder the written paths are relative to [default: --out's]."),
+        typer.Option("--root", help="Folder the written paths are relative to (default: --out's)."),
     ] = None,
     species: Annotated[
         str | None, typer.Option(help="Species for every row (folders format).")
@@ -158,10 +158,10 @@ def synth(
     gallery_examples: Annotated[int, typer.Option(help="Images per gallery identity.")] = 3,
     query_examples: Annotated[int, typer.Option(help="Images per query identity.")] = 5,
     noise_std: Annotated[
-        float | None, typer.Option(help="Gaussian noise std in grey levels [default: built-in].")
+        float | None, typer.Option(help="Gaussian noise std in grey levels (default: built-in).")
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(help="Processes [default: all cores].", min=1)
+        int | None, typer.Option(help="Processes (default: all cores).", min=1)
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
 ) -> None:
@@ -225,7 +225,7 @@ def split(
     ] = UnknownRows.exclude,
     cutoff: Annotated[
         dt.datetime | None,
-        typer.Option(help="Time split: first test date [default: by --test-fraction]."),
+        typer.Option(help="Time split: first test date (default: by --test-fraction)."),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:

@@ -30,7 +30,7 @@ def discover(
         typer.Option(help="Near-duplicate groups (e.g. clip) kept on one side of calibration."),
     ] = None,
     root: Annotated[
-        Path | None, typer.Option(help="Folder image paths are relative to [default: CSV's].")
+        Path | None, typer.Option(help="Folder image paths are relative to (default: CSV's).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
 ) -> None:

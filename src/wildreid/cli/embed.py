@@ -33,7 +33,7 @@ def embed(
     model: ModelOpt = DEFAULT_MODEL,
     weights: WeightsOpt = None,
     root: Annotated[
-        Path | None, typer.Option(help="Folder image paths are relative to [default: CSV's].")
+        Path | None, typer.Option(help="Folder image paths are relative to (default: CSV's).")
     ] = None,
     batch_size: BatchSizeOpt = 32,
     workers: WorkersOpt = None,

@@ -79,13 +79,13 @@ def evaluate(
     ] = None,
     threshold: Annotated[
         float | None,
-        typer.Option(help="Open-set threshold on the cosine score [default: at 5% FPR]."),
+        typer.Option(help="Open-set threshold on the cosine score (default: at 5% FPR)."),
     ] = None,
     calibration: Annotated[
         Path | None,
         typer.Option(
             "--calibration",
-            help="Saved calibration.json to reuse [default: fit one on the gallery side].",
+            help="Saved calibration.json to reuse (default: fit one on the gallery side).",
             dir_okay=False,
         ),
     ] = None,
@@ -116,7 +116,7 @@ def evaluate(
         ),
     ] = False,
     root: Annotated[
-        Path | None, typer.Option(help="Folder image paths are relative to [default: CSV's].")
+        Path | None, typer.Option(help="Folder image paths are relative to (default: CSV's).")
     ] = None,
     examples: Annotated[int, typer.Option(min=0, help="Queries shown in the report.")] = 24,
     max_queries: Annotated[

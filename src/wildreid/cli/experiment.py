@@ -60,7 +60,7 @@ def training_size(
             "--shortlist",
             min=0,
             help="Fine-tuned candidates per query that the fusion line re-orders (0: the whole "
-            "gallery) [default: the method's shortlist, 100 for sift].",
+            "gallery) (default: the method's shortlist, 100 for sift).",
         ),
     ] = None,
     local_shortlist: Annotated[

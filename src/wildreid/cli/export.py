@@ -43,7 +43,7 @@ def export(
     ] = None,
     root: Annotated[
         Path | None,
-        typer.Option(help="Folder calibration image paths are relative to [default: CSV's]."),
+        typer.Option(help="Folder calibration image paths are relative to (default: CSV's)."),
     ] = None,
     calibration_images: Annotated[
         int, typer.Option("--calibration-images", min=1, help="Images used to calibrate.")

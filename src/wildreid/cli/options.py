@@ -46,7 +46,7 @@ WeightsOpt = Annotated[
 ]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")]
 WorkersOpt = Annotated[
-    int | None, typer.Option("--workers", min=0, help="Decoding processes [default: auto].")
+    int | None, typer.Option("--workers", min=0, help="Decoding processes (default: auto).")
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 PrecisionOpt = Annotated[
@@ -108,30 +108,30 @@ ShortlistOpt = Annotated[
     typer.Option(
         "--shortlist",
         min=0,
-        help="Global candidates re-ranked per query (0: all) [default: 300 for sift and "
-        "rootsift, 20 for the LightGlue methods].",
+        help="Global candidates re-ranked per query (0: all); default 300 for sift and "
+        "rootsift, 20 for the LightGlue methods.",
     ),
 ]
 PairScoreOpt = Annotated[
     str | None,
-    typer.Option("--pair-score", help="matches, inliers or confidence [default: inliers]."),
+    typer.Option("--pair-score", help="matches, inliers or confidence (default: inliers)."),
 ]
 FusionOpt = Annotated[
     str | None,
     typer.Option(
         "--fusion",
         help="calibrated (mean of the calibrated global and local probabilities, calibrated on "
-        "the gallery side) [default], local (local score, ties by global) or rank (global + "
+        "the gallery side; the default), local (local score, ties by global) or rank (global + "
         "local ranks).",
     ),
 ]
 KeypointsOpt = Annotated[
-    int | None, typer.Option("--max-keypoints", min=1, help="Keypoints per image [default: 512].")
+    int | None, typer.Option("--max-keypoints", min=1, help="Keypoints per image (default: 512).")
 ]
 WorkingSizeOpt = Annotated[
     int | None,
     typer.Option(
-        "--working-size", min=16, help="Long side images are shrunk to, pixels [default: 512]."
+        "--working-size", min=16, help="Long side images are shrunk to, pixels (default: 512)."
     ),
 ]
 
@@ -165,7 +165,7 @@ LandmarksOpt = Annotated[
     typer.Option(
         "--landmarks",
         help="Landmark-Id models: annotated (metadata landmarks column), predicted (needs "
-        "--landmark-model) or none (zero heatmaps) [default: annotated].",
+        "--landmark-model) or none (zero heatmaps) (default: annotated).",
     ),
 ]
 LandmarkModelOpt = Annotated[

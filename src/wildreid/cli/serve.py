@@ -32,15 +32,15 @@ def serve(
         typer.Option(
             "--rerank",
             help="Default local re-ranking of uploads: sift, rootsift, aliked-lightglue or "
-            "disk-lightglue (a request may ask for another or none) [default: none].",
+            "disk-lightglue (a request may ask for another or none) (default: none).",
         ),
     ] = None,
     shortlist: Annotated[
         int | None,
         typer.Option(
             min=0,
-            help="Gallery images matched locally (0: all) [default: 1000 for sift and rootsift, "
-            "20 for LightGlue].",
+            help="Gallery images matched locally (0: all) (default: 1000 for sift and rootsift, "
+            "20 for LightGlue).",
         ),
     ] = None,
     device: DeviceOpt = "cpu",

@@ -16,7 +16,7 @@ def tune(
     config: Annotated[Path, typer.Option("--config", help="Training YAML.", dir_okay=False)],
     trials: Annotated[int, typer.Option("--trials", min=1, help="Training runs to try.")],
     out: Annotated[
-        Path | None, typer.Option("--out", help="Run folder [default: tune-<config name>].")
+        Path | None, typer.Option("--out", help="Run folder (default: tune-<config name>).")
     ] = None,
     overrides: Annotated[
         list[str] | None,
