@@ -22,7 +22,8 @@ from wildreid.embeddings_file import save_embeddings
 from wildreid.evaluation.openset import load_policy
 from wildreid.evaluation.protocol import EvaluationResult
 from wildreid.index.kinds import build_index
-from wildreid.matching.identification import decide, identify
+from wildreid.index.protocol import SearchResult
+from wildreid.matching.identification import decide, identify, rank_identities
 from wildreid.matching.rerank import RerankConfig, rerank_config
 from wildreid.models.embedder import EmbedderConfig
 from wildreid.models.factory import DEFAULT_MODEL
@@ -32,6 +33,7 @@ from wildreid.pipeline import (
     embed_dataset,
     evaluate_dataset,
 )
+from wildreid.ranking import top_k
 from wildreid.types import Candidate, EmbeddingSpace, Identification
 
 __all__ = [
@@ -170,29 +172,30 @@ def _calibrated_identifications(
 
 
 def _fused_identifications(
-    result: EvaluationResult, policy_path: Path, space: EmbeddingSpace, *, max_candidates: int = 5
+    result: EvaluationResult, policy_path: Path, space: EmbeddingSpace, *, k_images: int = 50
 ) -> tuple[Identification, ...]:
     """Identities ranked by the fused P(same individual) of the re-ranked evaluation (each
-    identity scored by its best image) and decided with the fused policy's threshold."""
+    identity scored by its best image, as :func:`rank_identities` does for index hits) and
+    decided with the fused policy's threshold."""
     policy = load_policy(policy_path, space=space)
-    identifications = []
-    for query_id, row in zip(result.query_ids, result.scores, strict=True):
-        candidates: list[Candidate] = []
-        for column in np.argsort(-row, kind="stable"):
-            if not np.isfinite(row[column]) or len(candidates) == max_candidates:
-                break
-            identity = result.gallery_labels[column]
-            if all(c.identity != identity for c in candidates):
-                candidates.append(
-                    Candidate(identity, result.gallery_ids[column], float(row[column]))
-                )
-        decision = decide(
-            candidates, threshold=policy.threshold, review_margin=policy.review_margin
+    columns = top_k(result.scores, k_images)
+    gallery_ids = np.asarray(result.gallery_ids, dtype=object)
+    hits = SearchResult(
+        np.take_along_axis(result.scores, columns, axis=1).astype(np.float32),
+        gallery_ids[columns],
+    )
+    gallery_identity = dict(zip(result.gallery_ids, result.gallery_labels, strict=True))
+    return tuple(
+        Identification(
+            query_id,
+            tuple(candidates),
+            decide(candidates, threshold=policy.threshold, review_margin=policy.review_margin),
+            policy.threshold,
         )
-        identifications.append(
-            Identification(query_id, tuple(candidates), decision, policy.threshold)
+        for query_id, candidates in zip(
+            result.query_ids, rank_identities(hits, gallery_identity), strict=True
         )
-    return tuple(identifications)
+    )
 
 
 def run_demo(
