@@ -311,3 +311,28 @@ def test_a_catalogue_runs_on_the_in_memory_store(
     assert result.candidates[0].image_id == "g2-0"
     mem.merge("ind0", "ind2", who="ann")
     assert mem.check().ok and mem.store.counts()["individuals"] == 2
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_every_runtime_embeds_into_the_catalogues_space(
+    catalogue: Catalogue, gallery_csv: Path, runtime: str
+) -> None:
+    photo = gallery_csv.parent / "photos/ind2/1.png"
+    catalogue.runtime = "torch"
+    catalogue._embedder = None  # the fixture's embedder: reload it with the runtime asked for
+    by_torch = catalogue.identify(photo).candidates
+    root = catalogue.root
+    catalogue.close()
+    with Catalogue.open(root, runtime=runtime) as compiled:
+        assert compiled.embedder().runtime == runtime
+        found = compiled.identify(photo).candidates
+    assert [c.image_id for c in found] == [c.image_id for c in by_torch]
+    for ours, theirs in zip(found, by_torch, strict=True):
+        assert ours.score == pytest.approx(theirs.score, abs=1e-5)
+
+
+def test_an_unknown_runtime_is_refused_on_open(catalogue: Catalogue) -> None:
+    from wildreid.errors import UnknownComponentError
+
+    with pytest.raises(UnknownComponentError, match="unknown runtime 'tensorrt'"):
+        Catalogue.open(catalogue.root, runtime="tensorrt")

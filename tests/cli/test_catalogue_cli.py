@@ -57,6 +57,12 @@ def test_init_add_identify_decide_curate_export_check(tmp_path: Path, tiny_model
     assert first["decision"] == "known"
     filtered = run("catalogue", "identify", cat, photo, "--location", "north", "--threshold", 0.9)
     assert "filters left it out" in filtered and "-> new" in filtered
+    by_torch = json.loads(run("catalogue", "identify", cat, photo, "--runtime", "torch", "--json"))
+    top, top_torch = first["candidates"][0], by_torch[0]["candidates"][0]
+    assert top_torch["image_id"] == top["image_id"]
+    assert top_torch["score"] == pytest.approx(top["score"], abs=1e-5)
+    result = runner.invoke(app, ["catalogue", "identify", str(cat), str(photo), "--runtime", "x"])
+    assert result.exit_code == 2 and "unknown runtime 'x'" in result.stderr
 
     q = results[1]["query_image_id"]
     event = json.loads(

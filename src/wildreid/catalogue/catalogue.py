@@ -163,7 +163,9 @@ class Catalogue:
 
     Build one with :meth:`create` or :meth:`open`; use it as a context manager (or call
     :meth:`close`). Thread-safe: writes and index changes take one lock; decoding and embedding
-    of queries run outside it.
+    of queries run outside it. ``device`` and ``runtime`` say where and with which inference
+    runtime photos are embedded (:class:`~wildreid.models.embedder.EmbedderConfig`; ``auto``: the
+    fastest measured on a CPU); every runtime embeds into the catalogue's one space.
     """
 
     def __init__(
@@ -172,12 +174,17 @@ class Catalogue:
         store: CatalogueStore,
         *,
         device: str = "cpu",
+        runtime: str = "auto",
         policy: DecisionPolicy = DecisionPolicy(),
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
+        from wildreid.models.runtimes import check_runtime
+
+        check_runtime(runtime)  # an unknown runtime fails on open, not at the first embedding
         self.bundle = bundle
         self.store = store
         self.device = device
+        self.runtime = runtime
         self.policy = policy
         self.max_pixels = max_pixels
         self._lock = threading.RLock()
@@ -203,6 +210,7 @@ class Catalogue:
         model: str = "efficientnet-lite0",
         weights: str | None = None,
         device: str = "cpu",
+        runtime: str = "auto",
         **options: Any,
     ) -> Catalogue:
         """Create an empty catalogue in folder ``root`` (new, or empty) for ``model``.
@@ -219,7 +227,7 @@ class Catalogue:
             raise DuplicateError(
                 f"{bundle.root} is not empty; create a catalogue in a new or empty folder"
             )
-        embedder = _make_embedder(model, weights, device)
+        embedder = _make_embedder(model, weights, device, runtime)
         space = embedder.space
         bundle.root.mkdir(parents=True, exist_ok=True)
         store = SQLiteStore(bundle.db_path, create=True)
@@ -230,7 +238,7 @@ class Catalogue:
             store.set_meta("weights", weights or "")
             store.set_meta("space", space.to_json())
             store.set_meta("generation", "0")
-        catalogue = cls(bundle, store, device=device, **options)
+        catalogue = cls(bundle, store, device=device, runtime=runtime, **options)
         catalogue._embedder = embedder
         catalogue._save_index()
         logger.info("created catalogue %s for %s", bundle.root, space.describe())
@@ -399,7 +407,7 @@ class Catalogue:
         with self._lock:
             if self._embedder is None:
                 weights = self.store.get_meta("weights") or None
-                embedder = _make_embedder(self.model, weights, self.device)
+                embedder = _make_embedder(self.model, weights, self.device, self.runtime)
                 self._space.require_same(embedder.space, what=f"catalogue {self.root}")
                 self._embedder = embedder
             return self._embedder
@@ -1064,12 +1072,12 @@ class Catalogue:
         return maintenance.export(self, out_dir)
 
 
-def _make_embedder(model: str, weights: str | None, device: str) -> Embedder:
+def _make_embedder(model: str, weights: str | None, device: str, runtime: str) -> Embedder:
     from wildreid.models.embedder import Embedder, EmbedderConfig
     from wildreid.models.factory import load_model
 
     loaded = load_model(model, device=device, weights=weights)
-    config = EmbedderConfig(device=device, workers=0, skip_bad_images=True)
+    config = EmbedderConfig(device=device, workers=0, skip_bad_images=True, runtime=runtime)
     return Embedder(loaded, config=config)
 
 

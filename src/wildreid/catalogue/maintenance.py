@@ -115,7 +115,7 @@ def reembed(
     Returns:
         The new active space.
     """
-    embedder = _make_embedder(model, weights, cat.device)
+    embedder = _make_embedder(model, weights, cat.device, cat.runtime)
     space = embedder.space
     key = _space_key(space)
     images = cat.store.images()

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from wildreid.cli.options import DeviceOpt, ModelOpt, WeightsOpt
+from wildreid.cli.options import DeviceOpt, ModelOpt, RuntimeOpt, WeightsOpt
 from wildreid.cli.output import echo_json, progress_callback, stdout_console
 from wildreid.errors import ConfigError
 from wildreid.models.cards import DEFAULT_MODEL
@@ -67,10 +67,10 @@ ShortlistOpt = Annotated[
 ]
 
 
-def _open(folder: Path, device: str = "cpu", **options: Any) -> Catalogue:
+def _open(folder: Path, device: str = "cpu", runtime: str = "auto", **options: Any) -> Catalogue:
     from wildreid.catalogue import Catalogue
 
-    return Catalogue.open(folder, device=device, **options)
+    return Catalogue.open(folder, device=device, runtime=runtime, **options)
 
 
 @app.command()
@@ -79,12 +79,17 @@ def init(
     model: ModelOpt = DEFAULT_MODEL,
     weights: WeightsOpt = None,
     device: DeviceOpt = "cpu",
+    runtime: RuntimeOpt = "auto",
 ) -> None:
     """Create an empty catalogue for one model (its embedding space is recorded)."""
     from wildreid.catalogue import Catalogue
 
     with Catalogue.create(
-        folder, model=model, weights=str(weights) if weights else None, device=device
+        folder,
+        model=model,
+        weights=str(weights) if weights else None,
+        device=device,
+        runtime=runtime,
     ) as cat:
         stdout_console().print(
             f"created catalogue {folder}\nspace: {cat.space.describe()}", highlight=False
@@ -117,6 +122,7 @@ def add(
         typer.Option(help="Append each committed image id to this file (to resume or audit)."),
     ] = None,
     device: DeviceOpt = "cpu",
+    runtime: RuntimeOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
     """Add photos of known individuals (identity ``unknown`` rows are skipped)."""
@@ -141,7 +147,7 @@ def add(
             os.fsync(log.fileno())
 
     try:
-        with _open(folder, device) as cat, progress_callback("enrolling") as progress:
+        with _open(folder, device, runtime) as cat, progress_callback("enrolling") as progress:
             result = cat.enrol(
                 frame,
                 root=source_root,
@@ -190,6 +196,7 @@ def identify(
     rerank: RerankOpt = None,
     shortlist: ShortlistOpt = None,
     device: DeviceOpt = "cpu",
+    runtime: RuntimeOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
     """Propose known individuals for each photo (stored as queries to decide on).
@@ -208,7 +215,10 @@ def identify(
         rerank, shortlist=shortlist
     )  # a bad method fails before anything is stored
     results = []
-    with _open(folder, device, policy=policy) as cat, progress_callback("identifying") as progress:
+    with (
+        _open(folder, device, runtime, policy=policy) as cat,
+        progress_callback("identifying") as progress,
+    ):
         for done, image in enumerate(images, start=1):
             found = cat.identify(image, filename=image.name, filters=filters, rerank=config)
             results.append(found.to_dict())
@@ -271,6 +281,7 @@ def calibrate(
     ] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of the calibration carve.")] = 0,
     device: DeviceOpt = "cpu",
+    runtime: RuntimeOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
     """Fit P(same individual) and the known/new threshold on the catalogue's own photos.
@@ -282,7 +293,7 @@ def calibrate(
     """
     from wildreid.catalogue.calibration import calibrator_state
 
-    with _open(folder, device) as cat, progress_callback("local features") as progress:
+    with _open(folder, device, runtime) as cat, progress_callback("local features") as progress:
         calibration = cat.calibrate(
             rerank=rerank,
             shortlist=shortlist,
@@ -543,8 +554,9 @@ def reembed(
     model: ModelOpt = DEFAULT_MODEL,
     weights: WeightsOpt = None,
     device: DeviceOpt = "cpu",
+    runtime: RuntimeOpt = "auto",
 ) -> None:
     """Embed every image with another model; the old space serves until the switch."""
-    with _open(folder, device) as cat, progress_callback("re-embedding") as progress:
+    with _open(folder, device, runtime) as cat, progress_callback("re-embedding") as progress:
         space = cat.reembed(model, weights=str(weights) if weights else None, progress=progress)
     stdout_console().print(f"switched to {space.describe()}", highlight=False)

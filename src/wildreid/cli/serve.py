@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from wildreid.cli.options import DeviceOpt
+from wildreid.cli.options import DeviceOpt, RuntimeOpt
 
 __all__ = ["serve"]
 
@@ -44,6 +44,7 @@ def serve(
         ),
     ] = None,
     device: DeviceOpt = "cpu",
+    runtime: RuntimeOpt = "auto",
 ) -> None:
     """Serve the catalogue: JSON API (/docs), review web UI (/), GET /health."""
     import uvicorn
@@ -55,6 +56,7 @@ def serve(
         api_key=api_key,
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         device=device,
+        runtime=runtime,
         session_secret=os.environ.get("WILDREID_SESSION_SECRET"),
         rerank=rerank,
         shortlist=shortlist,
