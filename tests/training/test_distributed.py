@@ -1,4 +1,5 @@
-"""Two CPU processes (gloo) train together: the gather's gradients and identical parameters."""
+"""Two CPU processes (gloo) train together: the gather's gradients, identical parameters, and
+the gradient of a DDP step equal to one process's on the global batch."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ import torch.multiprocessing as mp
 
 from tests.models.helpers import random_state_dict, save_state_dict
 from tests.training.test_trainer import tiny_config
+from wildreid.config import load_config
 from wildreid.data.synthetic import SynthConfig, generate_synthetic
+from wildreid.training.components import LossPair
+from wildreid.training.config import TrainConfig
 from wildreid.training.distributed import (
     DistContext,
     average_gradients,
@@ -22,6 +26,17 @@ from wildreid.training.distributed import (
     shutdown_distributed,
 )
 from wildreid.training.trainer import Trainer
+
+LOSS_RECIPES = {
+    # The BNNeck baseline: cross-entropy and centres on each rank's batch, triplet mining
+    # on the gathered global batch.
+    "bnneck": [
+        {"name": "softmax_ce", "params": {"label_smoothing": 0.1}},
+        {"name": "triplet", "params": {"margin": 0.3, "mining": "hard"}},
+        {"name": "center", "weight": 0.0005},
+    ],
+    "arcface": [{"name": "arcface"}, {"name": "triplet", "params": {"mining": "hard"}}],
+}
 
 WORLD_SIZE = 2
 
@@ -118,3 +133,79 @@ def test_two_processes_train_identical_parameters(tmp_path: Path) -> None:
     state = torch.load(run / "last.pt", weights_only=True)
     assert len(state["rng"]) == WORLD_SIZE
     torch.testing.assert_close(state["net"], {k: v.contiguous() for k, v in trained.items()})
+
+
+def _global_batch(recipe: str) -> tuple[torch.Tensor, torch.Tensor, torch.nn.Module, LossPair]:
+    """8 inputs of 4 identities (2 each), a small network and the recipe's losses, all seeded."""
+    torch.manual_seed(0)
+    inputs = torch.randn(8, 12)
+    labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])  # every identity on both ranks
+    net = torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.Tanh(), torch.nn.Linear(16, 16))
+    config = load_config(
+        {
+            "data": {"metadata": "unused.csv", "split": "unused.csv"},
+            "model": {"base": "test_efficientnet", "embedding_dim": 16},
+            "losses": LOSS_RECIPES[recipe],
+        },
+        TrainConfig,
+    )
+    losses = LossPair(config, num_classes=4, embedding_dim=16, class_counts=[2, 2, 2, 2])
+    return inputs, labels, net, losses
+
+
+def _gradients(
+    ctx: DistContext,
+    net: torch.nn.Module,
+    losses: LossPair,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """One training step's gradients as the trainer takes them (LossPair.compute, DDP's
+    average for the network, average_gradients for the loss parameters)."""
+    model = net
+    if ctx.world_size > 1:
+        model = torch.nn.parallel.DistributedDataParallel(net)
+    features = model(inputs)
+    out = losses.compute(ctx, features, features, labels)
+    out.total.backward()
+    average_gradients(ctx, losses.parameters())
+    named = [*(("net." + k, p) for k, p in net.named_parameters())]
+    named += [("losses." + k, p) for k, p in losses.named_parameters()]
+    return {k: p.grad.clone() for k, p in named if p.grad is not None}
+
+
+def _step_worker(rank: int, port: int, out: str) -> None:
+    torch.set_num_threads(1)
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(WORLD_SIZE),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    ctx = init_distributed("cpu")
+    rows = slice(4 * rank, 4 * rank + 4)  # rank 0 the first half, rank 1 the second
+    try:
+        for recipe in LOSS_RECIPES:
+            inputs, labels, net, losses = _global_batch(recipe)
+            grads = _gradients(ctx, net, losses, inputs[rows], labels[rows])
+            torch.save(grads, Path(out) / f"{recipe}-{rank}.pt")
+    finally:
+        shutdown_distributed(ctx)
+
+
+def test_a_ddp_step_has_the_gradient_of_one_process_on_the_global_batch(tmp_path: Path) -> None:
+    mp.spawn(_step_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
+    single = DistContext(rank=0, world_size=1, device=torch.device("cpu"))
+    for recipe in LOSS_RECIPES:
+        inputs, labels, net, losses = _global_batch(recipe)
+        expected = _gradients(single, net, losses, inputs, labels)
+        assert any(name.startswith("losses.") for name in expected)  # class weights, centres
+        for rank in range(WORLD_SIZE):
+            got = torch.load(tmp_path / f"{recipe}-{rank}.pt", weights_only=True)
+            assert sorted(got) == sorted(expected)
+            for name, grad in expected.items():
+                assert grad.abs().sum() > 0, name  # every loss term reaches every parameter
+                torch.testing.assert_close(
+                    got[name], grad, rtol=1e-5, atol=1e-6, msg=f"{recipe}: {name}"
+                )
