@@ -138,6 +138,33 @@ def test_stage2_keeps_the_head_and_adds_reconstruction(
     assert lr_second <= 0.1 * config.optim.lr + 1e-12
 
 
+def test_stage2_starts_from_stage1s_classifier_and_trains_the_block_alone(
+    synth: Path, stage1: Path, tmp_path: Path
+) -> None:
+    overrides = [
+        LANDMARKS,
+        f"model.base={stage1}",
+        "model.weights=null",
+        "model.reconstruction_weight=1.0",
+        "model.keep_head=true",
+    ]
+    alone = {"epochs": 1, "warmup_epochs": 0, "stages": [{"train": ["reconstruction"]}]}
+    train(tiny_config(synth, *overrides, schedule=alone), out_dir=tmp_path / "s2")
+    before = load_training_state(stage1 / "last.pt")
+    after = load_training_state(tmp_path / "s2" / "last.pt")
+    # The classifier (loss parameters) and the network stayed stage 1's; only the block learnt.
+    assert after.losses and sorted(after.losses) == sorted(before.losses)
+    for key, value in before.losses.items():
+        torch.testing.assert_close(after.losses[key], value, rtol=0, atol=0)
+    for key, value in before.net.items():
+        torch.testing.assert_close(after.net[key], value, rtol=0, atol=0, msg=key)
+    assert any(k.startswith("reconstruction.") for k in after.net)
+    # A base run of other data has other classes: refused.
+    other = tiny_config(synth, *overrides, "data.val_fraction=0.5", schedule=alone)
+    with pytest.raises(ConfigError, match="another data section"):
+        train(other, out_dir=tmp_path / "s2-other")
+
+
 def test_model_and_data_landmarks_must_agree(synth: Path, tmp_path: Path, stage1: Path) -> None:
     config = tiny_config(synth, "model.landmarks=[tip, left, fin]")
     with pytest.raises(MetadataError, match=r"landmark 'right' is not one of the model's"):

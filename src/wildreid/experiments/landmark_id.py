@@ -7,9 +7,9 @@ against the gallery, never seen in training):
 * ``baseline``: RGB only, the same backbone, losses and geometric augmentation;
 * ``stage1``: heatmap input (r = 5%): the new first layer and the classifier (head, loss
   parameters) first, then everything;
-* ``stage2``: continues stage 1 with the reconstruction block (alpha = 1): the block alone
-  (with the classifier, whose stage-1 weights are not part of ``model.pt``), then everything
-  at a ten times smaller learning rate;
+* ``stage2``: continues stage 1 (its network and classifier, ``model.keep_head``) with the
+  reconstruction block (alpha = 1): the block alone, then everything at a ten times smaller
+  learning rate;
 * ``stage1-r10``, ``stage1-r20``: stage 1 with blobs of 10% and 20% of the image size;
 * ``stage1-hidden`` / ``stage1-mla-hidden``: stage 1 trained without / with MLA, both
   evaluated with each landmark hidden with probability 0.5 (at least one kept, fixed seed);
@@ -241,8 +241,7 @@ def run_landmark_id(
         "epochs": setting.stage2_epochs,
         "warmup_epochs": 0,
         "stages": [
-            # the classifier (loss parameters) is not in model.pt: it relearns alongside
-            {"epochs": setting.stage2_recon_epochs, "train": ["reconstruction", "loss"]},
+            {"epochs": setting.stage2_recon_epochs, "train": ["reconstruction"]},
             {"lr_scale": 0.1},
         ],
     }

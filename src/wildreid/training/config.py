@@ -122,7 +122,9 @@ class ModelConfig:
         reconstruction_weight: ``alpha``: add the reconstruction block and the loss term
             ``alpha * BCE(reconstruction, input heatmaps)``; ``null`` for none.
         keep_head: start from the base's head (and reconstruction block) too, not a fresh
-            head: stage 2 of Landmark-Id continues a stage-1 run this way.
+            head, and, where the base is a run folder whose ``last.pt`` trained on the same
+            data and losses, from its loss parameters (classifier, centres): stage 2 of
+            Landmark-Id continues a stage-1 run this way.
     """
 
     base: str = DEFAULT_MODEL

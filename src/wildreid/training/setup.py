@@ -5,6 +5,7 @@ batches. The loop over them is :class:`~wildreid.training.trainer.Trainer`.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from wildreid.config import to_dict
 from wildreid.data.dataset import worker_context
 from wildreid.data.landmarks import LandmarkInput
 from wildreid.data.schema import load_dataset
@@ -24,8 +26,9 @@ from wildreid.evaluation.protocol import split_from_column
 from wildreid.models.cards import ModelCard
 from wildreid.models.factory import load_model
 from wildreid.models.heads import EmbeddingNet
+from wildreid.models.weights import check_state_dict_fits
 from wildreid.training.augment import build_train_transform
-from wildreid.training.checkpoints import trained_card
+from wildreid.training.checkpoints import LAST_FILENAME, load_training_state, trained_card
 from wildreid.training.components import (
     LossPair,
     Scheduler,
@@ -44,6 +47,8 @@ from wildreid.training.data import (
 from wildreid.training.distributed import DistContext
 from wildreid.training.sampling import PKSampler
 from wildreid.types import EmbeddingSpace
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["RunSetup", "build_setup", "epoch_loader"]
 
@@ -66,6 +71,37 @@ class RunSetup:
     dtype: torch.dtype | None
     channels_last: bool
     net_config: dict[str, Any]
+
+
+def _continue_losses(losses: LossPair, cfg: TrainConfig) -> None:
+    """Start the loss parameters (class weights, centres) from those of the run ``model.base``
+    names, where it is a run folder (or its ``model.pt``) with a ``last.pt`` of the same data
+    and losses: Landmark-Id's stage 2 keeps stage 1's classifier (``model.keep_head``).
+
+    Raises:
+        ConfigError: the base run trained on other data or losses, so its class weights would
+            belong to other classes.
+    """
+    base = Path(cfg.model.base)
+    if not (base.is_dir() or base.is_file()):
+        return  # a registered or hub model: no training run behind it
+    state_path = (base if base.is_dir() else base.parent) / LAST_FILENAME
+    if not state_path.is_file():
+        logger.info(
+            "model.keep_head: no %s beside %s; loss parameters start fresh", LAST_FILENAME, base
+        )
+        return
+    state = load_training_state(state_path)
+    ours = to_dict(cfg)
+    for section in ("data", "losses"):
+        if state.config.get(section) != ours[section]:
+            raise ConfigError(
+                f"model.keep_head: the base run {state_path.parent} trained with another "
+                f"{section} section, so its classifier does not fit this run; train with the "
+                f"same {section} (or model.keep_head: false)"
+            )
+    check_state_dict_fits(losses, state.losses, what=f"loss parameters of {state_path}")
+    losses.load_state_dict(state.losses)
 
 
 def build_setup(config: TrainConfig, ctx: DistContext, *, run_dir: Path) -> RunSetup:
@@ -155,6 +191,8 @@ def build_setup(config: TrainConfig, ctx: DistContext, *, run_dir: Path) -> RunS
     net.to(ctx.device)
     if channels_last:
         net.to(memory_format=torch.channels_last)
+    if cfg.model.keep_head:
+        _continue_losses(losses, cfg)
     losses.to(ctx.device)
     optimizer, side = build_optimizers(net, losses, cfg)
     scheduler = build_scheduler(
