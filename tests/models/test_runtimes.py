@@ -223,6 +223,7 @@ def test_int8_is_calibrated_on_given_images_and_gets_its_own_space(tmp_path: Pat
     out = tmp_path / "int8.onnx"
     space, check = quantize_int8(model.module, out, space=SPACE, card=CARD, calibration=batches)
     assert check.passed and check.min_cosine > 0.9
+    assert check.n_images == 2  # checked on the held-out last batch, calibrated on the first
     loaded = read_onnx(out)
     assert loaded.space == space and space.model == "tiny-conv@int8"
     assert space.weights_sha256 != SPACE.weights_sha256  # int8 vectors never mix with fp32 ones

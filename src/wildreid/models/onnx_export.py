@@ -213,11 +213,13 @@ def check_onnx(
     *,
     max_rel_diff: float = MAX_REL_DIFF,
     min_cosine: float = MIN_COSINE,
+    images: np.ndarray | None = None,
 ) -> ExportCheck:
-    """Compare ONNX Runtime on ``onnx_path`` with ``module`` on :func:`sample_batch` (3 images,
-    a batch size other than the export's, so the dynamic batch is exercised)."""
+    """Compare ONNX Runtime on ``onnx_path`` with ``module`` on ``images`` (a preprocessed
+    ``(B, 3, H, W)`` batch), by default :func:`sample_batch` (3 images, a batch size other than
+    the export's, so the dynamic batch is exercised)."""
     import_runtime("onnxruntime")
-    batch = sample_batch(space, 3, seed=1)
+    batch = sample_batch(space, 3, seed=1) if images is None else torch.from_numpy(images)
     net = copy.deepcopy(module).eval().cpu().float()
     with torch.inference_mode():
         expected = net(batch).numpy().astype(np.float64)
