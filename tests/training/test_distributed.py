@@ -65,7 +65,8 @@ def _check_collectives(ctx: DistContext) -> dict[str, torch.Tensor]:
     return {"gathered": gathered.detach(), "grad": x.grad, "labels": labels, "avg": p.grad}
 
 
-def _worker(rank: int, port: int, data: str, weights: str, out: str) -> None:
+def _join(rank: int, port: int) -> DistContext:
+    """Join the two-process group as torchrun would (one thread per process)."""
     torch.set_num_threads(1)
     os.environ.update(
         RANK=str(rank),
@@ -74,7 +75,11 @@ def _worker(rank: int, port: int, data: str, weights: str, out: str) -> None:
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
     )
-    ctx = init_distributed("cpu")
+    return init_distributed("cpu")
+
+
+def _worker(rank: int, port: int, data: str, weights: str, out: str) -> None:
+    ctx = _join(rank, port)
     try:
         checks = _check_collectives(ctx)
     finally:
@@ -175,15 +180,7 @@ def _gradients(
 
 
 def _step_worker(rank: int, port: int, out: str) -> None:
-    torch.set_num_threads(1)
-    os.environ.update(
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(WORLD_SIZE),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
-    ctx = init_distributed("cpu")
+    ctx = _join(rank, port)
     rows = slice(4 * rank, 4 * rank + 4)  # rank 0 the first half, rank 1 the second
     try:
         for recipe in LOSS_RECIPES:
