@@ -7,6 +7,11 @@ the largest difference of the unit vectors to torch's. The compiled runtimes run
 that ``--runtime`` uses (compiled once into a temporary cache; compile time printed apart).
 
     uv run python benchmarks/bench_runtimes.py --models efficientnet-lite0,efficientnet-lite1,efficientnet-lite2
+    uv run python benchmarks/bench_runtimes.py --models efficientnet-lite0 --int8 lite0-int8.onnx
+
+``--int8 FILE`` (a ``wildreid export MODEL --int8`` file of the first model) adds rows for that
+graph in OpenVINO and ONNX Runtime; its vectors live in their own space, so its "max diff" is
+the int8 error, not rounding.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import torch
 
 from wildreid.models.embedder import Embedder, EmbedderConfig
 from wildreid.models.factory import load_model
+from wildreid.models.onnx_export import read_onnx
 from wildreid.models.runtimes import runtime_version
 
 RUNTIMES = ("torch", "onnxruntime", "openvino")
@@ -47,6 +53,7 @@ def main() -> None:
     parser.add_argument("--models", default="efficientnet-lite0")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--int8", type=Path, help="an int8 ONNX export of the first model")
     args = parser.parse_args()
     print(f"CPU: {cpu_model()}; load average {os.getloadavg()[0]:.1f}")
     print("versions: " + ", ".join(f"{r} {runtime_version(r)}" for r in RUNTIMES))
@@ -69,7 +76,15 @@ def main() -> None:
                 embedders[runtime] = Embedder(model, config=config)
                 embedders[runtime].embed_tensors(batch[:2])  # warm-up
                 compile_s[runtime] = time.perf_counter() - start
-            best = dict.fromkeys(RUNTIMES, 0.0)
+            if args.int8 is not None and name == args.models.split(",")[0]:
+                int8 = read_onnx(args.int8)
+                for runtime in RUNTIMES[1:]:
+                    start = time.perf_counter()
+                    config = EmbedderConfig(device="cpu", runtime=runtime)
+                    embedders[f"int8 {runtime}"] = Embedder(int8, config=config)
+                    embedders[f"int8 {runtime}"].embed_tensors(batch[:2])
+                    compile_s[f"int8 {runtime}"] = time.perf_counter() - start
+            best = dict.fromkeys(embedders, 0.0)
             vectors: dict[str, np.ndarray] = {}
             for _ in range(args.rounds):
                 for runtime, embedder in embedders.items():
@@ -77,7 +92,7 @@ def main() -> None:
                     vectors[runtime] = embedder.embed_tensors(batch)
                     rate = len(batch) / (time.perf_counter() - start)
                     best[runtime] = max(best[runtime], rate)
-            for runtime in RUNTIMES:
+            for runtime in embedders:
                 diff = float(np.abs(vectors[runtime] - vectors["torch"]).max())
                 print(f"| {name} | {runtime} | {best[runtime]:.1f} | "
                       f"{best[runtime] / best['torch']:.2f}x | {diff:.1e} | "
