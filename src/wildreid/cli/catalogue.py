@@ -325,6 +325,31 @@ def _print_event(event: Any, as_json: bool) -> None:
     )
 
 
+def _decide(
+    folder: Path,
+    query: str,
+    verdict: str,
+    individual: str,
+    who: str,
+    confidence: float | None,
+    tags: list[str] | None,
+    note: str,
+    as_json: bool,
+) -> None:
+    """Log a reviewer's verdict on a query and print the event (``confirm`` / ``reject``)."""
+    with _open(folder) as cat:
+        event = cat.decide(
+            query,
+            verdict,
+            who=who or _default_who(),
+            individual_id=individual,
+            confidence=confidence,
+            tags=tags or (),
+            note=note,
+        )
+    _print_event(event, as_json)
+
+
 @app.command()
 def confirm(
     folder: DirArg,
@@ -337,17 +362,7 @@ def confirm(
     as_json: JsonOpt = False,
 ) -> None:
     """The query shows this individual: its photo joins the individual's images."""
-    with _open(folder) as cat:
-        event = cat.decide(
-            query,
-            "same",
-            who=who or _default_who(),
-            individual_id=individual,
-            confidence=confidence,
-            tags=tag or (),
-            note=note,
-        )
-    _print_event(event, as_json)
+    _decide(folder, query, "same", individual, who, confidence, tag, note, as_json)
 
 
 @app.command()
@@ -365,17 +380,8 @@ def reject(
     as_json: JsonOpt = False,
 ) -> None:
     """The query is not (or cannot be told to be) this individual; only logged."""
-    with _open(folder) as cat:
-        event = cat.decide(
-            query,
-            "cannot_tell" if cannot_tell else "different",
-            who=who or _default_who(),
-            individual_id=individual,
-            confidence=confidence,
-            tags=tag or (),
-            note=note,
-        )
-    _print_event(event, as_json)
+    verdict = "cannot_tell" if cannot_tell else "different"
+    _decide(folder, query, verdict, individual, who, confidence, tag, note, as_json)
 
 
 @app.command()
