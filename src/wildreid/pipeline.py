@@ -302,6 +302,8 @@ class _FusionCalibration:
             **matched,
             "global_calibration_open_score": extra["calibration_open_score"],
             "fused_calibration_open_score": extra["fused_calibration_open_score"],
+            "fused_mean_calibration_ECE": extra["fused_mean_calibration_ECE"],
+            "fused_calibration_ECE": extra["fused_calibration_ECE"],
         }
         return policy, facts
 

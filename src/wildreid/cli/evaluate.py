@@ -48,6 +48,7 @@ _SHOWN = (
     "auto_accuracy",
     "new_auroc",
     "ECE_raw",
+    "ECE_fused_mean",
     "ECE_calibrated",
 )
 _ORACLE = ("oracle_BAKS", "oracle_BAUS", "oracle_open_score")
