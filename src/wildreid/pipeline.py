@@ -247,7 +247,10 @@ def _with_fused_mean_calibration(
     reranked: RerankResult,
 ) -> EvaluationResult:
     """Add the ECE and reliability curve of the fused mean *before* its recalibration, on the
-    evaluated queries' pairs (``ECE_fused_mean``; ``ECE_calibrated`` is after it)."""
+    evaluated queries' pairs (``ECE_fused_mean``; ``ECE_calibrated`` is after it), and both
+    ECEs on each query's top candidate alone (``ECE_top1_fused_mean`` / ``ECE_top1_calibrated``:
+    the probability a reviewer is shown; almost every pair is a negative one, which makes the
+    all-pairs ECE small whatever happens near the decision)."""
     local = policy.local_calibrator
     if result.reliability is None or local is None or policy.fused_calibrator is None:
         return result
@@ -262,9 +265,22 @@ def _with_fused_mean_calibration(
     gallery = np.asarray(result.gallery_labels, dtype=object)
     queries = np.asarray(result.query_labels, dtype=object)
     same = (queries[:, None] == gallery[None, :]) & (queries != UNKNOWN_IDENTITY)[:, None]
+    # What a reviewer is shown: each query's top candidate, right or not.
+    rows, top = np.arange(len(queries)), result.ranking[:, 0]
+    top_right = (
+        (top >= 0) & (gallery[np.maximum(top, 0)] == queries) & (queries != UNKNOWN_IDENTITY)
+    )
+    shown = top >= 0
     metrics = {
         **result.metrics,
         "ECE_fused_mean": expected_calibration_error(mean[valid], same[valid]),
+        "ECE_top1_fused_mean": expected_calibration_error(
+            mean[rows, np.maximum(top, 0)][shown], top_right[shown]
+        ),
+        "ECE_top1_calibrated": expected_calibration_error(
+            np.asarray(result.scores, dtype=np.float64)[rows, np.maximum(top, 0)][shown],
+            top_right[shown],
+        ),
     }
     curves = {
         "raw cosine": result.reliability["raw cosine"],

@@ -50,6 +50,8 @@ _SHOWN = (
     "ECE_raw",
     "ECE_fused_mean",
     "ECE_calibrated",
+    "ECE_top1_fused_mean",
+    "ECE_top1_calibrated",
 )
 _ORACLE = ("oracle_BAKS", "oracle_BAUS", "oracle_open_score")
 
