@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from wildreid.evaluation.protocol import (
     split_from_column,
 )
 from wildreid.evaluation.report import ReportFiles, write_report
-from wildreid.matching.calibration import calibrator_from_dict
+from wildreid.matching.calibration import expected_calibration_error, reliability_curve
 from wildreid.matching.feature_cache import ExtractionResult, FeatureCache, extract_features
 from wildreid.matching.fusion import fuse_shortlist
 from wildreid.matching.rerank import RerankConfig, Reranker, RerankResult, shortlist_recall
@@ -199,13 +199,8 @@ def _rerank(
         progress=progress,
     )
     if calibration is not None and fused_policy is not None:
-        local = calibrator_from_dict(fused_policy.calibration.extra["local_calibrator"])
-        fused = fuse_shortlist(
-            global_result.scores,
-            reranked.shortlist,
-            reranked.local,
-            global_calibrator=fused_policy.calibration.calibrator,
-            local_calibrator=local,
+        fused = fused_policy.fuse_shortlist(
+            global_result.scores, reranked.shortlist, reranked.local
         )
         result = evaluate_scores(
             metadata,
@@ -216,6 +211,7 @@ def _rerank(
             oracle=calibration.oracle,
             calibrated=fused,
         )
+        result = _with_fused_mean_calibration(result, fused_policy, global_result, reranked)
     else:
         result = evaluate_scores(
             metadata, protocol, reranked.scores, exclude_same=exclude_same, threshold=threshold
@@ -242,6 +238,56 @@ def _rerank(
     if fused_policy is not None:
         summary["fused_policy"] = fused_policy
     return result, reranked, summary
+
+
+def _with_fused_mean_calibration(
+    result: EvaluationResult,
+    policy: OpenSetPolicy,
+    global_result: EvaluationResult,
+    reranked: RerankResult,
+) -> EvaluationResult:
+    """Add the ECE and reliability curve of the fused mean *before* its recalibration, on the
+    evaluated queries' pairs (``ECE_fused_mean``; ``ECE_calibrated`` is after it), and both
+    ECEs on each query's top candidate alone (``ECE_top1_fused_mean`` / ``ECE_top1_calibrated``:
+    the probability a reviewer is shown; almost every pair is a negative one, which makes the
+    all-pairs ECE small whatever happens near the decision)."""
+    local = policy.local_calibrator
+    if result.reliability is None or local is None or policy.fused_calibrator is None:
+        return result
+    mean = fuse_shortlist(
+        global_result.scores,
+        reranked.shortlist,
+        reranked.local,
+        global_calibrator=policy.calibration.calibrator,
+        local_calibrator=local,
+    )
+    valid = np.isfinite(mean)
+    gallery = np.asarray(result.gallery_labels, dtype=object)
+    queries = np.asarray(result.query_labels, dtype=object)
+    same = (queries[:, None] == gallery[None, :]) & (queries != UNKNOWN_IDENTITY)[:, None]
+    # What a reviewer is shown: each query's top candidate, right or not.
+    rows, top = np.arange(len(queries)), result.ranking[:, 0]
+    top_right = (
+        (top >= 0) & (gallery[np.maximum(top, 0)] == queries) & (queries != UNKNOWN_IDENTITY)
+    )
+    shown = top >= 0
+    metrics = {
+        **result.metrics,
+        "ECE_fused_mean": expected_calibration_error(mean[valid], same[valid]),
+        "ECE_top1_fused_mean": expected_calibration_error(
+            mean[rows, np.maximum(top, 0)][shown], top_right[shown]
+        ),
+        "ECE_top1_calibrated": expected_calibration_error(
+            np.asarray(result.scores, dtype=np.float64)[rows, np.maximum(top, 0)][shown],
+            top_right[shown],
+        ),
+    }
+    curves = {
+        "raw cosine": result.reliability["raw cosine"],
+        "fused mean (before recalibration)": reliability_curve(mean[valid], same[valid]),
+        "fused, recalibrated": result.reliability["calibrated"],
+    }
+    return replace(result, metrics=metrics, reliability=curves)
 
 
 @dataclass(frozen=True)
@@ -272,6 +318,8 @@ class _FusionCalibration:
             **matched,
             "global_calibration_open_score": extra["calibration_open_score"],
             "fused_calibration_open_score": extra["fused_calibration_open_score"],
+            "fused_mean_calibration_ECE": extra["fused_mean_calibration_ECE"],
+            "fused_calibration_ECE": extra["fused_calibration_ECE"],
         }
         return policy, facts
 

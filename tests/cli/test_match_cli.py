@@ -137,3 +137,8 @@ def test_evaluate_fuses_calibrated_probabilities_on_synthetic_patterns(tmp_path:
     assert document["metrics"]["top1"] > document["global"]["top1"] + 0.2
     calibration = json.loads((out / "calibration.json").read_text())
     assert "local_calibrator" in json.dumps(calibration)
+    assert "fused_calibrator" in json.dumps(calibration)  # the fused mean, recalibrated
+    metrics = document["metrics"]
+    assert 0 <= metrics["ECE_calibrated"] <= 1 and 0 <= metrics["ECE_fused_mean"] <= 1
+    assert 0 <= metrics["ECE_top1_calibrated"] <= 1 and 0 <= metrics["ECE_top1_fused_mean"] <= 1
+    assert rerank["fused_calibration_ECE"] <= rerank["fused_mean_calibration_ECE"]

@@ -154,6 +154,57 @@ def test_fused_policy_calibrates_local_scores_and_improves_on_weak_global_scores
     assert shortlisted[same].mean() > shortlisted[~same].mean() + 0.4
 
 
+def test_fused_probability_is_recalibrated_without_changing_ranks() -> None:
+    """The mean of a decisive local and an uninformative global probability is under-confident
+    (about 0.5 for true pairs); the recalibrated fused probability is honest on new pairs."""
+    from wildreid.evaluation.openset import fuse_policy
+    from wildreid.matching.calibration import expected_calibration_error
+    from wildreid.matching.fusion import fuse_shortlist
+
+    def draw(seed: int) -> tuple[np.ndarray, ...]:
+        vectors, labels = _clustered(30, 6, 3.0, seed=seed)  # global scores nearly useless
+        scores = vectors @ vectors.T
+        query, gallery = carve_calibration(labels, None, seed=0)
+        q, g = np.flatnonzero(query), np.flatnonzero(gallery)
+        block = scores[np.ix_(q, g)]
+        shortlist = np.argsort(-block, axis=1)[:, :40]
+        q_labels = np.array([labels[i] for i in q], dtype=object)
+        g_labels = np.array([labels[i] for i in g], dtype=object)
+        same = g_labels[shortlist] == q_labels[:, None]
+        noise = np.random.default_rng(seed).uniform(0, 10, same.shape)
+        local = np.where(same, 40.0, 5.0) + noise
+        return scores, labels, block, shortlist, local, q_labels, g_labels
+
+    scores, labels, block, shortlist, local, q_labels, g_labels = draw(4)
+    policy = fit_open_set_policy(scores, labels, space=SPACE, seed=0)
+    fused_policy, local_calibrator = fuse_policy(
+        policy, block, shortlist, local, list(q_labels), list(g_labels), matcher="sift/inliers"
+    )
+    extra = fused_policy.calibration.extra
+    assert extra["fused_calibration_ECE"] < 0.6 * extra["fused_mean_calibration_ECE"]
+    # Fresh pairs the calibrators never saw.
+    _, _, block, shortlist, local, q_labels, g_labels = draw(5)
+    same = q_labels[:, None] == g_labels[None, :]
+    mean = fuse_shortlist(
+        block,
+        shortlist,
+        local,
+        global_calibrator=policy.calibration.calibrator,
+        local_calibrator=local_calibrator,
+    )
+    honest = fused_policy.fuse_shortlist(block, shortlist, local)
+    assert expected_calibration_error(honest.ravel(), same.ravel()) < 0.6 * (
+        expected_calibration_error(mean.ravel(), same.ravel())
+    )
+    true_pairs = mean[same & (mean > 0.3)]
+    assert true_pairs.size and true_pairs.mean() < 0.7  # the mean understates them ...
+    assert honest[same & (mean > 0.3)].mean() > 0.85  # ... recalibrated, it does not
+    # Strictly increasing: the order of every pair is unchanged.
+    order = np.argsort(mean.ravel(), kind="stable")
+    step, honest_step = np.diff(mean.ravel()[order]), np.diff(honest.ravel()[order])
+    assert np.all(honest_step >= 0) and np.all(honest_step[step > 1e-6] > 0)
+
+
 def test_reliability_diagram_is_written(tmp_path: Path) -> None:
     from wildreid.matching.calibration import reliability_curve
     from wildreid.viz.plots import plot_reliability

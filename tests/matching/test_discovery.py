@@ -82,3 +82,48 @@ def test_discover_cli_writes_clusters_and_metrics(tmp_path: Path) -> None:
     assert metrics["n_truly_new"] == 24
     assert metrics["judged_new"]["ARI"] > 0.5
     assert metrics["all_queries"]["AMI"] > 0.5
+
+
+def test_discover_fused_graph_beats_global_on_synthetic_patterns(tmp_path: Path) -> None:
+    """Patterns under homographies: zero-shot embeddings barely tell them apart, SIFT does.
+    The fused graph (decisions, cut and clustering on the recalibrated fused probability)
+    must find the new individuals far better than the global one."""
+    from wildreid.data.synthetic import SynthConfig, generate_synthetic
+
+    synth = generate_synthetic(
+        tmp_path / "data",
+        config=SynthConfig(identities=16, train_examples=1, gallery_examples=4, query_examples=3),
+        workers=1,
+    )
+    metadata = pd.read_csv(synth.metadata_path, dtype=str)
+    metadata = metadata[metadata["subset"] != "train"]
+    new = set(sorted(metadata["identity"].unique())[:6])  # gallery photos become queries too
+    split = [
+        "test" if subset == "query" or identity in new else "train"
+        for subset, identity in zip(metadata["subset"], metadata["identity"], strict=True)
+    ]
+    split_csv = tmp_path / "open.csv"
+    pd.DataFrame({"image_id": metadata["image_id"], "split": split}).to_csv(split_csv, index=False)
+    common = [
+        *("discover", "--metadata", str(synth.metadata_path), "--split", str(split_csv)),
+        *("--device", "cpu", "--cache-dir", str(tmp_path / "cache")),
+    ]
+    runner = CliRunner()
+    bad = runner.invoke(app, [*common, "--out", str(tmp_path / "x"), "--shortlist", "5"])
+    assert bad.exit_code == 2 and "--rerank" in bad.stderr
+    assert not (tmp_path / "x").exists()
+    found = {}
+    for graph in ("none", "sift"):
+        result = runner.invoke(app, [*common, "--out", str(tmp_path / graph), "--rerank", graph])
+        assert result.exit_code == 0, result.output
+        found[graph] = json.loads((tmp_path / graph / "metrics.json").read_text())
+    plain, fused = found["none"], found["sift"]
+    assert plain["graph"] == "global" and fused["graph"] == "fused"
+    assert fused["rerank"]["method"] == "sift" and fused["calibration_pairs_matched"] > 0
+    n_new, n_cal = fused["n_judged_new"], fused["n_calibration_photos"]
+    assert fused["graph_pairs_matched"] == n_new * (n_new - 1) // 2 + n_cal * (n_cal - 1) // 2
+    assert fused["fused_calibration_ECE"] <= fused["fused_mean_calibration_ECE"]
+    assert fused["all_queries"]["AMI"] > plain["all_queries"]["AMI"] + 0.2
+    assert fused["judged_new"]["AMI"] > plain["judged_new"]["AMI"] + 0.2
+    clusters = pd.read_csv(tmp_path / "sift" / "clusters.csv", dtype=str)
+    assert len(clusters) == split.count("test")

@@ -9,7 +9,7 @@ every calibration pair's cosine score (:func:`~wildreid.evaluation.openset.fit_o
 and the threshold chosen for the target. With a re-ranking method, the calibration queries'
 shortlists are matched locally as identify matches them, the local pair scores get their own
 calibrator and the threshold is chosen again on the fused probability
-(:func:`~wildreid.evaluation.openset.fuse_policy`, mean of the two probabilities,
+(:func:`~wildreid.evaluation.openset.fuse_policy`: mean of the two probabilities, recalibrated,
 :func:`~wildreid.matching.fusion.fuse_scores`).
 
 :class:`CatalogueCalibration` is what identify uses. It is tied to the embedding space it was
@@ -104,6 +104,7 @@ class CatalogueCalibration:
             np.asarray(local_scores, dtype=np.float64)[None],
             global_calibrator=self.policy.calibration.calibrator,
             local_calibrator=self.local,
+            recalibrator=self.policy.fused_calibrator,
         )
         result: npt.NDArray[np.float64] = fused[0]
         return result

@@ -16,6 +16,7 @@ from wildreid.cli.options import (
     KeypointsOpt,
     LandmarkModelOpt,
     LandmarksOpt,
+    MaxQueriesOpt,
     ModelOpt,
     PairScoreOpt,
     PrecisionOpt,
@@ -47,7 +48,10 @@ _SHOWN = (
     "auto_accuracy",
     "new_auroc",
     "ECE_raw",
+    "ECE_fused_mean",
     "ECE_calibrated",
+    "ECE_top1_fused_mean",
+    "ECE_top1_calibrated",
 )
 _ORACLE = ("oracle_BAKS", "oracle_BAUS", "oracle_open_score")
 
@@ -119,14 +123,7 @@ def evaluate(
         Path | None, typer.Option(help="Folder image paths are relative to (default: CSV's).")
     ] = None,
     examples: Annotated[int, typer.Option(min=0, help="Queries shown in the report.")] = 24,
-    max_queries: Annotated[
-        int | None,
-        typer.Option(
-            "--max-queries",
-            min=1,
-            help="Evaluate a deterministic sample of at most N queries (seed 0).",
-        ),
-    ] = None,
+    max_queries: MaxQueriesOpt = None,
     batch_size: BatchSizeOpt = 32,
     workers: WorkersOpt = None,
     device: DeviceOpt = "auto",

@@ -19,6 +19,7 @@ __all__ = [
     "KeypointsOpt",
     "LandmarkModelOpt",
     "LandmarksOpt",
+    "MaxQueriesOpt",
     "ModelOpt",
     "PairScoreOpt",
     "PrecisionOpt",
@@ -73,6 +74,16 @@ CacheDirOpt = Annotated[
 ]
 
 
+MaxQueriesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-queries",
+        min=1,
+        help="Evaluate a deterministic sample of at most N queries (seed 0).",
+    ),
+]
+
+
 def embedder_config(
     *,
     batch_size: int,
@@ -95,12 +106,17 @@ def embedder_config(
     )
 
 
+def _no_rerank(value: str | None) -> str | None:
+    return None if value == "none" else value
+
+
 RerankOpt = Annotated[
     str | None,
     typer.Option(
         "--rerank",
         help="Re-rank the global shortlist with local features: sift, rootsift, "
-        "aliked-lightglue or disk-lightglue.",
+        "aliked-lightglue or disk-lightglue (none: global scores only, the default).",
+        callback=_no_rerank,
     ),
 ]
 ShortlistOpt = Annotated[

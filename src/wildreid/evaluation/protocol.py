@@ -609,8 +609,11 @@ def evaluate_scores(
         raise ConfigError("a threshold and a calibrated policy were both given; drop one")
     extra: dict[str, float] = {}
     oracle_threshold: float | None = None
+    # The oracle thresholds what is ranked: fused probabilities when given (any other
+    # calibration is strictly increasing, so the scores themselves do).
+    oracle_scores = scores if calibrated is None else np.where(valid, calibrated, -np.inf)
     if has_new and open_set is not False and (oracle or (threshold is None and policy is None)):
-        chosen = _threshold_at_fpr(scores, valid, known)
+        chosen = _threshold_at_fpr(oracle_scores, valid, known)
         oracle_threshold = -1.0 if math.isinf(chosen) else chosen
         extra["threshold_fpr" if policy is None else "oracle_threshold_fpr"] = DEFAULT_FPR
     if threshold is None and policy is None:
@@ -648,7 +651,9 @@ def evaluate_scores(
         extra.update(_decision_facts(policy, ranked_scores, labels, ranking, known))
         reliability = _reliability(ranked_scores[valid], scores[valid], same[valid])
         if oracle and oracle_threshold is not None:
-            baks, baus = open_set_sweep(scores, *labels, thresholds=[oracle_threshold], valid=valid)
+            baks, baus = open_set_sweep(
+                oracle_scores, *labels, thresholds=[oracle_threshold], valid=valid
+            )
             extra.update(
                 oracle_threshold=oracle_threshold,
                 oracle_BAKS=float(baks[0]),

@@ -7,6 +7,13 @@ turned into P(same individual) by its own calibrator
 (:mod:`wildreid.matching.calibration`), then the probabilities available for a pair are
 combined: their mean by default, or a weighted mean with weights fitted on calibration pairs
 (:func:`fit_fusion_weights`). A pair no source scored stays NaN.
+
+The mean of two calibrated probabilities is itself not calibrated: a decisive local probability
+averaged with a near-zero global one lands near 0.4 for pairs that are almost always the same
+animal. An optional ``recalibrator`` (a strictly increasing calibrator fitted on the fused
+probabilities of calibration pairs, see
+:func:`wildreid.evaluation.openset.fuse_policy`) maps the fused value to an honest P(same);
+being strictly increasing, it changes no ranking.
 """
 
 from __future__ import annotations
@@ -81,6 +88,7 @@ def fuse_scores(
     global_calibrator: Calibrator,
     local_calibrator: Calibrator,
     weights: Sequence[float] | None = None,
+    recalibrator: Calibrator | None = None,
 ) -> FloatArray:
     """Calibrate global and local shortlist scores and fuse them per pair.
 
@@ -90,6 +98,7 @@ def fuse_scores(
         local_scores: local pair scores; NaN or ``-inf`` where the pair was not scored (then
             the global probability alone decides).
         weights: (global, local) weights; equal by default.
+        recalibrator: applied to the fused probability (module docstring); none by default.
 
     Shapes:
         global_scores, local_scores: (Q, K). return: (Q, K) probabilities, ``-inf`` where the
@@ -115,6 +124,8 @@ def fuse_scores(
         ],
         weights=weights,
     )
+    if recalibrator is not None:
+        fused = _calibrated(fused, recalibrator)
     return np.where(excluded, -np.inf, fused)
 
 
@@ -154,6 +165,7 @@ def fuse_shortlist(
     global_calibrator: Calibrator,
     local_calibrator: Calibrator,
     weights: Sequence[float] | None = None,
+    recalibrator: Calibrator | None = None,
 ) -> FloatArray:
     """P(same individual) for every pair: fused where the shortlist was matched locally, the
     calibrated global score alone elsewhere.
@@ -185,4 +197,5 @@ def fuse_shortlist(
         global_calibrator=global_calibrator,
         local_calibrator=local_calibrator,
         weights=weights,
+        recalibrator=recalibrator,
     )

@@ -318,6 +318,40 @@ class Reranker:
             {"extract": extracted - start, "match": done - extracted},
         )
 
+    def pairwise(
+        self,
+        features: Sequence[LocalFeatures],
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> npt.NDArray[np.float64]:
+        """Local score of every pair among ``features`` (each unordered pair matched once, in
+        the matcher's batches), e.g. for a discovery graph.
+
+        Shapes:
+            return: (N, N) float64, symmetric, NaN on the diagonal.
+        """
+        n = len(features)
+        scores = np.full((n, n), np.nan)
+        rows, columns = np.triu_indices(n, 1)
+        chunk = _PAIRS_PER_CALL * 4
+        start = time.perf_counter()
+        for first in range(0, rows.size, chunk):
+            i, j = rows[first : first + chunk], columns[first : first + chunk]
+            values, _ = self.score_pairs(
+                [(features[a], features[b]) for a, b in zip(i, j, strict=True)]
+            )
+            scores[i, j] = scores[j, i] = values
+            if progress is not None:
+                progress(min(first + chunk, rows.size), rows.size)
+        logger.info(
+            "matched %d pairs among %d images with %s in %.1f s",
+            rows.size,
+            n,
+            self.config.method,
+            time.perf_counter() - start,
+        )
+        return scores
+
     def rerank(
         self,
         global_scores: npt.NDArray[np.floating],
