@@ -28,7 +28,7 @@ from wildreid.cli.options import (
     WorkersOpt,
     WorkingSizeOpt,
     embedder_config,
-    rerank_config,
+    optional_rerank_config,
 )
 from wildreid.cli.output import echo_json, progress_callback, stdout_console
 from wildreid.models.cards import DEFAULT_MODEL
@@ -160,28 +160,14 @@ def evaluate(
         skip_bad_images=skip_bad_images,
         runtime=runtime,
     )
-    tuning = {
-        "--shortlist": shortlist,
-        "--pair-score": pair_score,
-        "--fusion": fusion,
-        "--max-keypoints": max_keypoints,
-        "--working-size": working_size,
-    }
-    if rerank is None and any(v is not None for v in tuning.values()):
-        given = ", ".join(k for k, v in tuning.items() if v is not None)
-        raise typer.BadParameter(f"{given} only apply with --rerank")
-    rerank_settings = (
-        None
-        if rerank is None
-        else rerank_config(
-            rerank,
-            shortlist=shortlist,
-            pair_score=pair_score,
-            fusion=fusion,
-            max_keypoints=max_keypoints,
-            working_size=working_size,
-            device=device,
-        )
+    rerank_settings = optional_rerank_config(
+        rerank,
+        shortlist=shortlist,
+        pair_score=pair_score,
+        fusion=fusion,
+        max_keypoints=max_keypoints,
+        working_size=working_size,
+        device=device,
     )
     with contextlib.ExitStack() as stack:
         progress = stack.enter_context(progress_callback("embedding"))

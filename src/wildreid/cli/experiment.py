@@ -12,7 +12,7 @@ from wildreid.cli.options import (
     KeypointsOpt,
     PairScoreOpt,
     WorkingSizeOpt,
-    rerank_config,
+    optional_rerank_config,
 )
 from wildreid.cli.output import echo_json, stdout_console
 from wildreid.errors import ConfigError
@@ -112,18 +112,14 @@ def training_size(
         config, TrainConfig, overrides=("data.val_fraction=0", *(overrides or ()))
     )
     check_config(settings)
-    local = None
-    if rerank != "none":
-        local = rerank_config(
-            rerank,
-            shortlist=shortlist,
-            pair_score=pair_score,
-            fusion=fusion,
-            max_keypoints=max_keypoints,
-            working_size=working_size,
-        )
-    elif shortlist is not None:
-        raise typer.BadParameter("--shortlist only applies with a --rerank method")
+    local = optional_rerank_config(
+        rerank,
+        shortlist=shortlist,
+        pair_score=pair_score,
+        fusion=None if rerank == "none" else fusion,  # a default, not a choice, without one
+        max_keypoints=max_keypoints,
+        working_size=working_size,
+    )
     study = StudyConfig(
         fractions=chosen,
         rerank=local,

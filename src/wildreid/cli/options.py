@@ -31,6 +31,7 @@ __all__ = [
     "WorkersOpt",
     "WorkingSizeOpt",
     "embedder_config",
+    "optional_rerank_config",
     "rerank_config",
 ]
 
@@ -174,6 +175,45 @@ def rerank_config(
         "working_size": working_size,
     }
     return build(method, device=device, **{k: v for k, v in given.items() if v is not None})
+
+
+def optional_rerank_config(
+    method: str | None,
+    *,
+    shortlist: int | None = None,
+    pair_score: str | None = None,
+    fusion: str | None = None,
+    max_keypoints: int | None = None,
+    working_size: int | None = None,
+    device: str = "cpu",
+) -> RerankConfig | None:
+    """:func:`rerank_config` of ``method``, or ``None`` without one (``--rerank`` not given or
+    ``none``), where the tuning options must then be unset.
+
+    Raises:
+        typer.BadParameter: tuning options without a method (they are named).
+    """
+    tuning = {
+        "--shortlist": shortlist,
+        "--pair-score": pair_score,
+        "--fusion": fusion,
+        "--max-keypoints": max_keypoints,
+        "--working-size": working_size,
+    }
+    if method is None or method == "none":
+        given = [name for name, value in tuning.items() if value is not None]
+        if given:
+            raise typer.BadParameter(f"{', '.join(given)} only apply with --rerank")
+        return None
+    return rerank_config(
+        method,
+        shortlist=shortlist,
+        pair_score=pair_score,
+        fusion=fusion,
+        max_keypoints=max_keypoints,
+        working_size=working_size,
+        device=device,
+    )
 
 
 LandmarksOpt = Annotated[
