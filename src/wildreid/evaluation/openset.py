@@ -175,9 +175,7 @@ class OpenSetPolicy:
         Raises:
             ConfigError: not a fused policy.
         """
-        local = self.local_calibrator
-        if local is None:
-            raise ConfigError("this calibration has no local matcher; fit a fused policy first")
+        local = self._required_local_calibrator()
         return fuse_scores(
             global_scores,
             local_scores,
@@ -185,6 +183,17 @@ class OpenSetPolicy:
             local_calibrator=local,
             recalibrator=self.fused_calibrator,
         )
+
+    def _required_local_calibrator(self) -> Calibrator:
+        """The local calibrator of a fused policy.
+
+        Raises:
+            ConfigError: not a fused policy.
+        """
+        local = self.local_calibrator  # a property that rebuilds the calibrator: read once
+        if local is None:
+            raise ConfigError("this calibration has no local matcher; fit a fused policy first")
+        return local
 
     def fuse_shortlist(
         self,
@@ -198,9 +207,7 @@ class OpenSetPolicy:
         Raises:
             ConfigError: not a fused policy.
         """
-        local = self.local_calibrator
-        if local is None:
-            raise ConfigError("this calibration has no local matcher; fit a fused policy first")
+        local = self._required_local_calibrator()
         return fuse_shortlist(
             global_scores,
             shortlist,
