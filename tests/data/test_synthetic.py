@@ -96,6 +96,17 @@ def test_identities_per_subset(dataset: SynthResult) -> None:
     assert frame.loc[0, "path"] == "images/train/id00000_0.png"
 
 
+def test_test_identities_count_apart_from_training_ones(tmp_path: Path) -> None:
+    config = dataclasses.replace(SMALL, identities=3, test_identities=2)
+    result = generate_synthetic(tmp_path / "out", config=config, workers=1)
+    frame = read_metadata(result.metadata_path)
+    ids = {s: set(frame.loc[frame["subset"] == s, "identity"]) for s in COUNTS}
+    assert ids["train"] == {"id00000", "id00001", "id00002"}
+    assert ids["gallery"] == ids["query"] == {"id00003", "id00004"}
+    assert result.n_identities == 5
+    assert result.n_images == 3 * 2 + 2 * (2 + 3)
+
+
 def test_images_are_8bit_grayscale(dataset: SynthResult) -> None:
     frame = read_metadata(dataset.metadata_path)
     for path in frame["path"]:
@@ -323,6 +334,8 @@ def test_failure_leaves_nothing_behind(
         ("gallery_examples", 0),
         ("query_examples", 0),
         ("seed", -1),
+        ("test_identities", 0),
+        ("test_identities", 2.5),
         ("noise_std", -1.0),
         ("noise_std", math.nan),
         ("ellipses", (0, 3)),

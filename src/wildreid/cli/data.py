@@ -151,7 +151,13 @@ def import_(
 @app.command()
 def synth(
     out: Annotated[Path, typer.Option("--out", help="Output folder.", file_okay=False)],
-    identities: Annotated[int, typer.Option(help="Identities per subset.")] = 750,
+    identities: Annotated[
+        int, typer.Option(help="Training identities (and test ones unless --test-identities).")
+    ] = 750,
+    test_identities: Annotated[
+        int | None,
+        typer.Option(help="Gallery / query identities (default: as many as --identities)."),
+    ] = None,
     size: Annotated[int, typer.Option(help="Image side in pixels.")] = 128,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     train_examples: Annotated[int, typer.Option(help="Images per train identity.")] = 3,
@@ -168,6 +174,7 @@ def synth(
     """Generate the synthetic landmark dataset of the Landmark-Id paper."""
     config = synthetic.SynthConfig(
         identities=identities,
+        test_identities=test_identities,
         size_px=size,
         seed=seed,
         train_examples=train_examples,

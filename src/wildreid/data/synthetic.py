@@ -76,7 +76,10 @@ class SynthConfig:
     """What to generate; the defaults are the paper's dataset.
 
     Attributes:
-        identities: identities per subset; train has its own, gallery and query share theirs.
+        identities: training identities; also the gallery / query identities unless
+            ``test_identities`` is given.
+        test_identities: identities shared by gallery and query (disjoint from the training
+            ones); ``None``: as many as ``identities``.
         size_px: width and height of every image.
         train_examples: images per identity in the train subset.
         gallery_examples: images per identity in the gallery subset.
@@ -97,6 +100,7 @@ class SynthConfig:
     train_examples: int = 3
     gallery_examples: int = 3
     query_examples: int = 5
+    test_identities: int | None = None
     seed: int = 0
     noise_std: float = 6.0
     ellipses: tuple[int, int] = (6, 18)
@@ -109,6 +113,8 @@ class SynthConfig:
     def __post_init__(self) -> None:
         for name, (low, high, integer) in _BOUNDS.items():
             value = getattr(self, name)
+            if name == "test_identities" and value is None:
+                continue
             if name not in _PAIRS:
                 _check_field(name, value, low, high, integer)
                 continue
@@ -124,6 +130,7 @@ class SynthConfig:
 _PAIRS = ("ellipses", "scale_range")
 _BOUNDS: dict[str, tuple[float, float, bool]] = {  # field: low, high, integer
     "identities": (1, math.inf, True),
+    "test_identities": (1, math.inf, True),
     "size_px": (32, 2048, True),
     "train_examples": (1, math.inf, True),
     "gallery_examples": (1, math.inf, True),
@@ -382,11 +389,17 @@ def _render_chunk(root: str, config: SynthConfig, tasks: list[_Task]) -> list[di
 
 
 def _plan(config: SynthConfig) -> list[_Task]:
-    n = config.identities
-    digits = max(5, len(str(2 * n - 1)))
+    n, total = config.identities, _total_identities(config)
+    digits = max(5, len(str(total - 1)))
     train = (("train", config.train_examples),)
     evaluation = (("gallery", config.gallery_examples), ("query", config.query_examples))
-    return [(i, f"id{i:0{digits}d}", train if i < n else evaluation) for i in range(2 * n)]
+    return [(i, f"id{i:0{digits}d}", train if i < n else evaluation) for i in range(total)]
+
+
+def _total_identities(config: SynthConfig) -> int:
+    """Training plus gallery / query identities."""
+    test = config.identities if config.test_identities is None else config.test_identities
+    return config.identities + test
 
 
 def _init_worker() -> None:
@@ -503,7 +516,12 @@ def generate_synthetic(
         raise ConfigError(f"workers must be a positive integer or None, got {workers!r}")
     _check_target(root, overwrite)
     tmp = root.parent / f".{root.name}.tmp-{secrets.token_hex(4)}"
-    logger.info("generating 2 x %d synthetic identities into %s", config.identities, root)
+    logger.info(
+        "generating %d training and %d test synthetic identities into %s",
+        config.identities,
+        _total_identities(config) - config.identities,
+        root,
+    )
     try:
         for subset in SUBSETS:
             (tmp / "images" / subset).mkdir(parents=True)
@@ -520,6 +538,6 @@ def generate_synthetic(
         metadata_path=root / "metadata.csv",
         split_path=root / "split.csv",
         n_images=len(rows),
-        n_identities=2 * config.identities,
+        n_identities=_total_identities(config),
         seconds=seconds,
     )
