@@ -75,8 +75,8 @@ class ExperimentScale:
     Attributes:
         synth: the synthetic dataset (train identities, and as many test identities).
         base: backbone (registry name); input_size: (height, width).
-        epochs: baseline and stage-1 epochs; head_epochs: stage 1's first part (new first
-            layer and classifier only).
+        epochs: epochs of the whole network for the baseline and stage 1; head_epochs:
+            stage 1's first part (new first layer and classifier only), before those.
         stage2_recon_epochs: stage 2's first part (reconstruction block alone);
             stage2_epochs: stage 2 in all.
         p, k, batches_per_epoch, lr: the sampler and the peak learning rate.
@@ -105,20 +105,24 @@ class ExperimentScale:
 SCALES: dict[str, ExperimentScale] = {
     "cpu": ExperimentScale(
         synth=SynthConfig(
-            identities=32, size_px=64, train_examples=6, gallery_examples=2, query_examples=2
+            identities=500,
+            test_identities=100,
+            size_px=128,
+            train_examples=4,
+            gallery_examples=3,
+            query_examples=5,
         ),
         base="efficientnet-lite0",
-        input_size=(64, 64),
-        epochs=10,
-        head_epochs=2,
+        input_size=(128, 128),
+        epochs=15,
+        head_epochs=1,
         stage2_recon_epochs=2,
-        stage2_epochs=6,
+        stage2_epochs=8,
         p=8,
         k=4,
-        batches_per_epoch=None,
+        batches_per_epoch=30,
         lr=1e-3,
-        predictor_epochs=6,
-        threads=1,
+        predictor_epochs=5,
     ),
     "paper": ExperimentScale(
         synth=SynthConfig(),  # 750 identities, 128 px, 3 train / 3 gallery / 5 query images
@@ -230,7 +234,13 @@ def run_landmark_id(
         return run_dir
 
     stages1 = [{"epochs": setting.head_epochs, "train": ["stem", "head", "loss"]}]
-    lm: dict[str, Any] = {"device": device, "schedule.stages": stages1}
+    # stage 1's first part only warms up the new first layer and the classifier: it comes on top
+    # of the baseline's epochs, so both train the whole network for the same number of steps
+    lm: dict[str, Any] = {
+        "device": device,
+        "schedule.stages": stages1,
+        "schedule.epochs": setting.epochs + setting.head_epochs,
+    }
     baseline = run("baseline", _train_config(setting, data, landmarks=False, device=device))
     stage1 = run("stage1", _train_config(setting, data, landmarks=True, **dict(lm)))
     stage2_raw = _train_config(setting, data, landmarks=True, device=device)
