@@ -227,7 +227,13 @@ class _TorchExtractor:
         self.device = resolve_device(config.device)
         self.runtime = resolve_runtime(config.runtime, self.device)
         if self.runtime != "torch":
-            import_runtime(self.runtime)  # a missing package fails here, not at the first image
+            try:  # a missing package fails here, not at the first image
+                import_runtime(self.runtime)
+            except ConfigError as exc:
+                if config.runtime != "auto":
+                    raise
+                logger.warning("runtime %s unavailable (%s); using torch", self.runtime, exc)
+                self.runtime = "torch"
         self._dense: CompiledDense | None = None
 
     @property
