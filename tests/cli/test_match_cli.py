@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import cv2
@@ -51,6 +52,26 @@ def test_match_bad_input(tmp_path: Path) -> None:
     assert code == 4 and "broken.jpg" in err
     code, _, err = run("match", tmp_path / "a.png", tmp_path / "a.png", "--matcher", "orb")
     assert code == 2 and "orb" in err
+
+
+def test_match_runtime_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = tmp_path / "a.png", tmp_path / "b.png"
+    photo(160).save(first)
+    warped(160).save(second)
+    args = ("match", first, second, "--matcher", "aliked-lightglue", "--json")
+    code, out, err = run(*args, "--runtime", "onnxruntime")
+    assert code == 0, err
+    compiled = json.loads(out)
+    code, out, err = run(*args, "--runtime", "torch")
+    eager = json.loads(out)
+    assert (compiled["runtime"], eager["runtime"]) == ("onnxruntime", "torch")
+    assert compiled["keypoints1"] == eager["keypoints1"]
+    assert abs(compiled["inliers"] - eager["inliers"]) <= max(2, eager["inliers"] // 20)
+    code, _, err = run(*args, "--runtime", "tensorrt")
+    assert code == 2 and "unknown runtime 'tensorrt'" in err
+    monkeypatch.setitem(sys.modules, "openvino", None)  # not installed
+    code, _, err = run(*args, "--runtime", "openvino")
+    assert code != 0 and "pip install openvino" in err
 
 
 def _textures() -> list[np.ndarray]:

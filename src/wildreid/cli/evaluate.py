@@ -168,6 +168,7 @@ def evaluate(
         max_keypoints=max_keypoints,
         working_size=working_size,
         device=device,
+        runtime=runtime,
     )
     with contextlib.ExitStack() as stack:
         progress = stack.enter_context(progress_callback("embedding"))

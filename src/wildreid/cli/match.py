@@ -10,6 +10,7 @@ import typer
 from wildreid.cli.options import (
     KeypointsOpt,
     PairScoreOpt,
+    RuntimeOpt,
     WorkingSizeOpt,
     rerank_config,
 )
@@ -35,6 +36,7 @@ def match(
     max_keypoints: KeypointsOpt = None,
     working_size: WorkingSizeOpt = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
+    runtime: RuntimeOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Match two images: keypoints, matches, geometric inliers and time; --viz draws them."""
@@ -49,9 +51,11 @@ def match(
         max_keypoints=max_keypoints,
         working_size=working_size,
         device=device,
+        runtime=runtime,
     )
     first, second = load_image(image1), load_image(image2)
-    comparison = Reranker(config).compare(first, second)
+    reranker = Reranker(config)
+    comparison = reranker.compare(first, second)
     result = {
         "image1": str(image1),
         "image2": str(image2),
@@ -62,6 +66,7 @@ def match(
         "inliers": comparison.matches.n_inliers,
         "score": comparison.score,
         "pair_score": config.score,
+        "runtime": getattr(reranker.extractor, "runtime", "opencv"),  # SIFT: OpenCV
         "seconds": comparison.seconds,
     }
     if viz is not None:

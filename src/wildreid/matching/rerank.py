@@ -47,6 +47,7 @@ from wildreid.errors import ConfigError
 from wildreid.matching.extractors import ExtractorConfig, LocalExtractor, build_extractor
 from wildreid.matching.matchers import MatcherConfig, PairMatcher, build_matcher
 from wildreid.matching.verification import Geometry, verify
+from wildreid.models.runtimes import check_runtime
 from wildreid.types import LocalFeatures, Matches
 
 __all__ = [
@@ -97,6 +98,10 @@ class RerankConfig:
         working_size: long side the images are shrunk to.
         ratio: Lowe's ratio (mutual-NN matchers).
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
+        runtime: runtime of the learned extractors' dense network (``auto``, ``torch``,
+            ``onnxruntime``, ``openvino``; see :mod:`wildreid.matching.extractors`). LightGlue
+            runs in torch whatever it says: its adaptive depth and width were measured faster
+            than a fixed-depth compiled graph (docs/benchmarks.md).
     """
 
     method: str = "aliked-lightglue"
@@ -109,8 +114,10 @@ class RerankConfig:
     working_size: int = 512
     ratio: float = 0.8
     device: str = "cpu"
+    runtime: str = "auto"
 
     def __post_init__(self) -> None:
+        check_runtime(self.runtime)
         if self.method not in RERANKERS:
             raise ConfigError(
                 f"re-ranking method {self.method!r} not in {', '.join(sorted(RERANKERS))}"
@@ -130,6 +137,7 @@ class RerankConfig:
             max_keypoints=self.max_keypoints,
             working_size=self.working_size,
             device=self.device,
+            runtime=self.runtime,
         )
 
     @property

@@ -33,7 +33,7 @@ from torch import nn
 from wildreid.errors import ConfigError, WeightsError
 from wildreid.files import atomic_path
 from wildreid.models.cards import ModelCard
-from wildreid.models.runtimes import import_runtime, open_runner
+from wildreid.models.runtimes import import_runtime, open_graph, open_runner
 from wildreid.types import EmbeddingSpace
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "FORMAT",
     "ExportCheck",
     "OnnxModel",
+    "export_graph",
     "export_onnx",
     "onnx_model_proto",
     "read_onnx",
@@ -272,3 +273,81 @@ def read_onnx(path: str | os.PathLike[str]) -> OnnxModel:
     except (ValueError, ConfigError) as exc:
         raise WeightsError(f"{path}: its wildreid metadata is damaged ({exc})") from exc
     return OnnxModel(path=path, space=space, card=card)
+
+
+def export_graph(
+    module: nn.Module,
+    out: str | os.PathLike[str],
+    *,
+    name: str,
+    samples: list[torch.Tensor],
+    output_names: list[str],
+    dynamic_axes: dict[str, dict[int, str]],
+    max_rel_diff: float = MAX_REL_DIFF,
+    opset: int = OPSET,
+) -> float:
+    """Export a network of one float32 input and several outputs to ``out``, checked first.
+
+    The graph is traced on ``samples[0]`` and then run with ONNX Runtime on every sample (give
+    shapes other than the first, so that the dynamic axes are exercised: a size the trace froze
+    into the graph shows up here); each output must equal torch's within ``max_rel_diff`` times
+    the largest of 1 and its largest torch magnitude. The input is named :data:`INPUT_NAME`.
+
+    Returns:
+        The largest absolute difference over the samples and outputs.
+
+    Raises:
+        WeightsError: the network cannot be exported, or the graph fails the check (then
+            ``out`` is left as it was).
+        ConfigError: onnxruntime (which runs the check) is not installed.
+    """
+    import onnx
+
+    import_runtime("onnxruntime")
+    net = copy.deepcopy(module).eval().cpu().float()
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            # TracerWarnings name shape reads the check below catches; the TorchScript exporter
+            # is deprecated (see onnx_model_proto for why it is used).
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                net,
+                (samples[0],),
+                buffer,  # type: ignore[arg-type]  # file-like is documented
+                dynamo=False,
+                input_names=[INPUT_NAME],
+                output_names=output_names,
+                dynamic_axes=dynamic_axes,
+                opset_version=opset,
+            )
+    except Exception as exc:  # the exporter raises many kinds
+        raise WeightsError(f"{name}: torch cannot export the network to ONNX: {exc}") from exc
+    proto = onnx.load_from_string(buffer.getvalue())
+    onnx.helper.set_model_props(proto, {_KEY_FORMAT: FORMAT, "wildreid.network": name})
+    proto.producer_name = "wildreid"
+    out = Path(out)
+    worst = 0.0
+    with atomic_path(out) as tmp:
+        onnx.save(proto, os.fspath(tmp))
+        graph = open_graph("onnxruntime", tmp)
+        for sample in samples:
+            with torch.inference_mode():
+                expected = [t.numpy() for t in net(sample)]
+            got = graph(sample.numpy())
+            for output, want, have in zip(output_names, expected, got, strict=True):
+                if want.shape != have.shape:
+                    raise WeightsError(
+                        f"{name}: the ONNX graph's {output} is {have.shape} for input "
+                        f"{tuple(sample.shape)}, torch's {want.shape}; {out} was not written"
+                    )
+                diff = float(np.abs(have - want).max())
+                worst = max(worst, diff)
+                if diff > max_rel_diff * max(1.0, float(np.abs(want).max())):
+                    raise WeightsError(
+                        f"{name}: the ONNX export does not reproduce torch ({output} differs by "
+                        f"{diff:.2e} for input {tuple(sample.shape)}); {out} was not written. "
+                        "Report this with the torch, kornia and onnx versions"
+                    )
+    logger.info("wrote %s: max abs diff %.2e on %d samples", out, worst, len(samples))
+    return worst
