@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -251,3 +252,33 @@ def test_landmark_predictor_trains_from_the_cli_and_feeds_evaluate(
     predicted = ("--landmarks", "predicted", "--landmark-model", str(tmp_path / "pred"))
     args = _evaluate_args(synth, stage1, tmp_path / "ev", *predicted)
     assert runner.invoke(app, args).exit_code == 0
+
+
+def test_heatmap_points_are_the_blob_centre_and_no_blob_is_invisible() -> None:
+    from wildreid.data.landmarks import render_heatmaps
+    from wildreid.models.landmark_predictor import heatmap_points
+
+    points = np.array([[40.0, 24.0, 2.0], [10.0, 50.0, 2.0]], np.float32)
+    heat = torch.from_numpy(render_heatmaps(points, (64, 64), radius_frac=0.1))
+    # logits: the blob clearly inside, a faint background elsewhere (as a trained net gives)
+    logits = torch.where(heat > 0.5, torch.tensor(4.0), torch.tensor(-3.0))[None]
+    logits[0, 1] = -3.0  # the second landmark: no pixel above 0.5
+    logits[0, 1, 50, 10] = -1.0  # its most probable pixel
+    found = heatmap_points(logits)[0]
+    assert found[0, 2] == 1.0 and found[1, 2] == 0.0
+    assert np.hypot(found[0, 0] - 40.0, found[0, 1] - 24.0) < 1.0  # not pulled to the centre
+    assert np.hypot(found[1, 0] - 10.5, found[1, 1] - 50.5) < 1e-4
+
+
+def test_heatmap_loss_prefers_the_blob_to_an_all_background_map() -> None:
+    from wildreid.data.landmarks import render_heatmaps
+    from wildreid.training.landmarks import heatmap_loss
+
+    target = torch.from_numpy(
+        render_heatmaps(np.array([[20.0, 20.0, 2.0]], np.float32), (64, 64), radius_frac=0.05)
+    )[None]
+    right = torch.where(target > 0.5, torch.tensor(3.0), torch.tensor(-3.0))
+    empty = torch.full_like(target, -6.0)
+    plain = torch.nn.functional.binary_cross_entropy_with_logits
+    assert plain(empty, target) < plain(right, target)  # why plain BCE learned empty maps
+    assert heatmap_loss(right, target) < heatmap_loss(empty, target)

@@ -10,6 +10,9 @@ against the gallery, never seen in training):
 * ``stage2``: continues stage 1 (its network and classifier, ``model.keep_head``) with the
   reconstruction block (alpha = 1): the block alone, then everything at a ten times smaller
   learning rate;
+* ``baseline-long``: the baseline trained for as many steps as stage 1 and stage 2 together
+  (stage 2 continues stage 1, so it has trained longer than the baseline; this tells the
+  reconstruction block's gain from the extra epochs');
 * ``stage1-r10``, ``stage1-r20``: stage 1 with blobs of 10% and 20% of the image size;
 * ``stage1-hidden`` / ``stage1-mla-hidden``: stage 1 trained without / with MLA, both
   evaluated with each landmark hidden with probability 0.5 (at least one kept, fixed seed);
@@ -256,6 +259,14 @@ def run_landmark_id(
         ],
     }
     stage2 = run("stage2", stage2_raw)
+    # the control for stage 2's extra epochs: the baseline trained as many steps as stage 2 in all
+    long_epochs = setting.epochs + setting.head_epochs + setting.stage2_epochs
+    long = run(
+        "baseline-long",
+        _train_config(
+            setting, data, landmarks=False, device=device, **{"schedule.epochs": long_epochs}
+        ),
+    )
     r10 = run("stage1-r10", _train_config(setting, data, landmarks=True, radius=0.10, **dict(lm)))
     r20 = run("stage1-r20", _train_config(setting, data, landmarks=True, radius=0.20, **dict(lm)))
     mla_raw = _train_config(setting, data, landmarks=True, **dict(lm))
@@ -328,6 +339,7 @@ def run_landmark_id(
         score("baseline", baseline, None),
         score("stage1", stage1, "annotated"),
         score("stage2", stage2, "annotated"),
+        score("baseline-long", long, None),
         score("stage1-r10", r10, "annotated"),
         score("stage1-r20", r20, "annotated"),
         score("stage1-hidden", stage1, "annotated", hide=0.5),
@@ -360,11 +372,13 @@ def _write_results(
         f"# Landmark-Id on the synthetic dataset ({scale} scale)",
         "",
         f"{synth.identities} training identities x {synth.train_examples} images; "
-        f"{synth.identities} test identities, {synth.gallery_examples} gallery and "
-        f"{synth.query_examples} query images each; {synth.size_px} px; backbone "
-        f"{setting.base} at {setting.input_size[0]} px; {setting.epochs} epochs (stage 2: "
-        f"{setting.stage2_epochs} more, {setting.stage2_recon_epochs} of them the "
-        "reconstruction block alone).",
+        f"{synth.test_identities or synth.identities} test identities, "
+        f"{synth.gallery_examples} gallery and {synth.query_examples} query images each; "
+        f"{synth.size_px} px; backbone {setting.base} at {setting.input_size[0]} px; "
+        f"{setting.epochs} epochs of {setting.batches_per_epoch or 'all'} batches of "
+        f"{setting.p}x{setting.k} (stage 1: {setting.head_epochs} more first, new first layer "
+        f"and classifier only; stage 2: {setting.stage2_epochs} more after stage 1, "
+        f"{setting.stage2_recon_epochs} of them the reconstruction block alone).",
         "",
         "| variant | top-1 % | top-5 % | top-10 % | paper top-1 % | seconds |",
         "|---|---|---|---|---|---|",

@@ -86,15 +86,22 @@ class LandmarkPredictorNet(nn.Module):
 
 
 def heatmap_points(logits: torch.Tensor) -> npt.NDArray[np.float32]:
-    """Soft-argmax positions (pixel centres) and visibility of heatmap logits.
+    """Positions (pixel centres) and visibility of heatmap logits: the probability-weighted
+    centre of the pixels predicted inside the blob (probability above 0.5); a landmark with no
+    such pixel is invisible (visibility 0) and placed at its most probable pixel. Weighting
+    every pixel instead lets the faint background of a large map pull each point towards the
+    image centre.
 
     Shapes:
         logits: (B, k, H, W); returns (B, k, 3) ``[x, y, visible]``.
     """
     h, w = logits.shape[-2:]
-    prob = torch.sigmoid(logits.float())
-    weights = prob.flatten(2)
-    weights = weights / weights.sum(-1, keepdim=True).clamp_min(1e-6)
+    prob = torch.sigmoid(logits.float()).flatten(2)
+    inside = (prob - 0.5).clamp_min(0.0)
+    peak = torch.nn.functional.one_hot(prob.argmax(-1), prob.shape[-1]).to(prob.dtype)
+    visible = (inside.sum(-1) > 0).float()
+    weights = torch.where(visible[..., None] > 0, inside, peak)
+    weights = weights / weights.sum(-1, keepdim=True).clamp_min(1e-12)
     ys, xs = torch.meshgrid(
         torch.arange(h, dtype=torch.float32) + 0.5,
         torch.arange(w, dtype=torch.float32) + 0.5,
@@ -102,7 +109,6 @@ def heatmap_points(logits: torch.Tensor) -> npt.NDArray[np.float32]:
     )
     x = (weights * xs.flatten().to(weights.device)).sum(-1)
     y = (weights * ys.flatten().to(weights.device)).sum(-1)
-    visible = (prob.flatten(2).amax(-1) > 0.5).float()
     return torch.stack([x, y, visible], dim=-1).cpu().numpy().astype(np.float32)
 
 

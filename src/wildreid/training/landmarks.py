@@ -46,7 +46,12 @@ from wildreid.training.components import build_scheduler, seed_all
 from wildreid.training.config import DataConfig, ScheduleConfig
 from wildreid.training.data import LabelEncoder, TrainDataset, collate_train
 
-__all__ = ["LandmarkTrainConfig", "LandmarkTrainResult", "train_landmark_predictor"]
+__all__ = [
+    "LandmarkTrainConfig",
+    "LandmarkTrainResult",
+    "heatmap_loss",
+    "train_landmark_predictor",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +129,20 @@ def _rows(config: LandmarkTrainConfig) -> tuple[Any, Any, Path]:
     order = np.random.default_rng(config.seed).permutation(len(rows))
     n_val = round(config.data.val_fraction * len(rows))
     return rows.iloc[np.sort(order[n_val:])], rows.iloc[np.sort(order[:n_val])], root
+
+
+def heatmap_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE of heatmap logits, the blob pixels weighted up to as much as the background.
+
+    A blob of radius 5% covers under 1% of the image: plain BCE is then lowest for a map that is
+    nearly zero everywhere, whose soft-argmax sits in the middle of the image (measured: 29% of
+    the image size off on the synthetic data). ``pos_weight`` = background / blob mass of the
+    batch's targets balances the two (capped for maps with almost no blob).
+    """
+    positive = target.sum()
+    negative = target.numel() - positive
+    pos_weight = (negative / positive.clamp_min(1.0)).clamp(1.0, 1000.0).detach()
+    return F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight)
 
 
 def landmark_error_pct(
@@ -217,7 +236,7 @@ def train_landmark_predictor(
             if batch.images is None:
                 continue
             x = batch.images.to(device)
-            loss = F.binary_cross_entropy_with_logits(net(x[:, :3]), x[:, 3:])
+            loss = heatmap_loss(net(x[:, :3]), x[:, 3:])
             optimizer.zero_grad(set_to_none=True)
             torch.autograd.backward(loss)
             optimizer.step()
