@@ -52,7 +52,12 @@ from wildreid.device import resolve_device
 from wildreid.errors import ConfigError, WeightsError
 from wildreid.files import sha256_file
 from wildreid.matching.dense import AlikedDense, CompiledDense, DenseNet, DiskDense
-from wildreid.models.runtimes import check_runtime, import_runtime, resolve_runtime
+from wildreid.models.runtimes import (
+    built_or_torch,
+    check_runtime,
+    import_runtime,
+    resolve_runtime,
+)
 from wildreid.registry import Registry
 from wildreid.types import LocalFeatures
 
@@ -231,14 +236,18 @@ class _TorchExtractor:
         self.config = config
         self.device = resolve_device(config.device)
         self.runtime = resolve_runtime(config.runtime, self.device, cpu_default=LOCAL_CPU_DEFAULT)
-        if self.runtime != "torch":
-            try:  # a missing package fails here, not at the first image
-                import_runtime(self.runtime)
-            except ConfigError as exc:
-                if config.runtime != "auto":
-                    raise
-                logger.warning("runtime %s unavailable (%s); using torch", self.runtime, exc)
-                self.runtime = "torch"
+        # a missing package fails here, not at the first image
+        if (
+            self.runtime != "torch"
+            and built_or_torch(
+                lambda: import_runtime(self.runtime),
+                requested=config.runtime,
+                runtime=self.runtime,
+                what=config.name,
+            )
+            is None
+        ):
+            self.runtime = "torch"
         self._dense: CompiledDense | None = None
 
     @property
@@ -255,21 +264,20 @@ class _TorchExtractor:
         if self.runtime == "torch":
             return None
         if self._dense is None:
-            try:
-                self._dense = CompiledDense(
+            self._dense = built_or_torch(
+                lambda: CompiledDense(
                     self._dense_net(),
                     runtime=self.runtime,
                     name=self.network,
                     weights_sha256=sha256_file(shipped_weights(self.weights_file)),
                     threads=torch.get_num_threads(),
-                )
-            except (WeightsError, ConfigError) as exc:
-                if self.config.runtime != "auto":
-                    raise
-                logger.warning("%s: runtime %s unavailable (%s); using torch", self.network,
-                               self.runtime, exc)  # fmt: skip
+                ),
+                requested=self.config.runtime,
+                runtime=self.runtime,
+                what=self.network,
+            )
+            if self._dense is None:
                 self.runtime = "torch"
-                return None
         return self._dense
 
     def _dense_net(self) -> DenseNet:

@@ -51,6 +51,7 @@ from wildreid.models.onnx_export import OnnxModel
 from wildreid.models.runtimes import (
     CPU_DEFAULT,
     Runner,
+    built_or_torch,
     check_runtime,
     open_runner,
     resolve_runtime,
@@ -250,15 +251,15 @@ class Embedder:
                 licence="unknown", weights_source="unknown", crop_mode=space.crop_mode,
             )  # fmt: skip
         cache = CompiledCache(self.config.compiled_cache_dir)
-        try:
-            return cache.runner(model.module, space, card, self.runtime)
-        except (WeightsError, ConfigError) as exc:
-            if self.config.runtime != "auto":
-                raise
-            logger.warning("%s: runtime %s unavailable (%s); using torch", space.model,
-                           self.runtime, exc)  # fmt: skip
+        runner = built_or_torch(
+            lambda: cache.runner(model.module, space, card, self.runtime),
+            requested=self.config.runtime,
+            runtime=self.runtime,
+            what=space.model,
+        )
+        if runner is None:
             self.runtime = "torch"
-            return None
+        return runner
 
     @property
     def space(self) -> EmbeddingSpace:

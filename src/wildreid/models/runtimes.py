@@ -17,13 +17,14 @@ import importlib.metadata
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
-from wildreid.errors import ConfigError, UnknownComponentError
+from wildreid.errors import ConfigError, UnknownComponentError, WeightsError
 
 if TYPE_CHECKING:
     import torch
@@ -34,6 +35,7 @@ __all__ = [
     "RUNTIMES",
     "GraphRunner",
     "Runner",
+    "built_or_torch",
     "import_runtime",
     "open_graph",
     "open_runner",
@@ -42,6 +44,28 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+
+def built_or_torch(
+    build: Callable[[], _T], *, requested: str, runtime: str, what: str
+) -> _T | None:
+    """``build()`` (opening or compiling something for ``runtime``), or ``None`` when it fails
+    and the user asked for ``auto``: the caller then runs torch (logged). A runtime the user
+    named explicitly raises instead.
+
+    Raises:
+        ConfigError, WeightsError: ``build`` failed and ``requested`` is not ``auto``.
+    """
+    try:
+        return build()
+    except (WeightsError, ConfigError) as exc:
+        if requested != "auto":
+            raise
+        logger.warning("%s: runtime %s unavailable (%s); using torch", what, runtime, exc)
+        return None
+
 
 RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
 """The ``runtime`` values the embedder accepts."""
