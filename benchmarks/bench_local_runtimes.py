@@ -42,7 +42,7 @@ from torch import nn
 
 from wildreid.matching.extractors import ExtractorConfig, build_extractor
 from wildreid.matching.matchers import LightGlueMatcher, MatcherConfig
-from wildreid.models.runtimes import runtime_version
+from wildreid.models.runtimes import openvino_core, runtime_version
 from wildreid.types import LocalFeatures
 
 RUNTIMES = ("torch", "onnxruntime", "openvino")
@@ -236,7 +236,7 @@ def bench_lightglue(images: list[Image.Image], identities: list[str], n_pairs: i
         return _matches(torch.from_numpy(session.run(None, feed)[0]), threshold)
 
     runs["onnxruntime fixed-depth"] = ort_fixed
-    compiled = ov.Core().compile_model(str(folder / "lightglue.onnx"), "CPU", {
+    compiled = openvino_core(ov).compile_model(str(folder / "lightglue.onnx"), "CPU", {
         "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
         "INFERENCE_NUM_THREADS": threads})  # fmt: skip
     request = compiled.create_infer_request()

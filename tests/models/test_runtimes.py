@@ -6,6 +6,8 @@ import dataclasses
 import importlib
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -237,3 +239,36 @@ def test_int8_is_calibrated_on_given_images_and_gets_its_own_space(tmp_path: Pat
     )
     assert got.space == dataclasses.replace(space, dim=8)
     assert (got.vectors * expected.vectors).sum(axis=1).min() > 0.9
+
+
+def test_openvino_runners_freed_in_any_order_leave_signals_working(tmp_path: Path) -> None:
+    """Regression: one OpenVINO core per runner, freed first-created-first, left the thread's
+    alternate signal stack unmapped and the next Python-handled signal crashed the process
+    (an xdist worker died with SIGSEGV in a later ``subprocess.run``)."""
+    pytest.importorskip("openvino")
+    relu = onnx.helper.make_graph(
+        [onnx.helper.make_node("Relu", ["x"], ["y"])],
+        "relu",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])],
+    )
+    path = tmp_path / "relu.onnx"
+    onnx.save(onnx.helper.make_model(relu, opset_imports=[onnx.helper.make_opsetid("", 17)]), path)
+    code = f"""
+import gc, signal, subprocess, sys
+import numpy as np
+from pathlib import Path
+from wildreid.models.runtimes import open_graph
+signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+first = open_graph("openvino", Path({str(path)!r}))
+second = open_graph("openvino", Path({str(path)!r}))
+assert first(np.array([[-1, 2, -3, 4]], dtype=np.float32))[0].tolist() == [[0, 2, 0, 4]]
+del first
+gc.collect()
+del second
+gc.collect()
+subprocess.run([sys.executable, "-c", "pass"], check=True)
+print("alive")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "alive", result.stderr[-2000:]

@@ -206,17 +206,39 @@ class _OrtRunner:
         return [np.asarray(out, dtype=np.float32) for out in outputs]
 
 
+_OPENVINO_CORE_LOCK = threading.Lock()
+_openvino_core: Any = None
+
+
+def openvino_core(ov: ModuleType) -> Any:
+    """The process's one ``openvino.Core``, created on first use and never freed.
+
+    One core per process is OpenVINO's own advice, and here it is also a crash fix: each core's
+    CPU plugin installs a fresh alternate signal stack on the thread that loads it, remembers
+    the previous one, and on destruction puts that back and unmaps its own. Cores freed out of
+    creation order (two runners collected by the garbage collector in the wrong order) leave
+    the thread's alternate stack pointing at unmapped memory, and the next signal Python
+    handles on it (Ctrl-C, SIGTERM, the SIGCHLD handler torch's DataLoader installs) kills the
+    process with SIGSEGV. Seen with openvino 2026.4 on Linux: two ``Core()`` objects deleted
+    first-created-first, then one ``subprocess.run`` under a Python SIGCHLD handler, exit 139.
+    """
+    global _openvino_core
+    with _OPENVINO_CORE_LOCK:
+        if _openvino_core is None:
+            _openvino_core = ov.Core()
+        return _openvino_core
+
+
 class _OpenVinoRunner:
     def __init__(
         self, ov: ModuleType, onnx_path: Path, work_dir: Path | None, threads: int | None
     ) -> None:
-        core = ov.Core()
-        if work_dir is not None:
-            core.set_property({"CACHE_DIR": os.fspath(work_dir)})
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = threads
-        self._compiled = core.compile_model(os.fspath(onnx_path), "CPU", config)
+        if work_dir is not None:
+            config["CACHE_DIR"] = os.fspath(work_dir)
+        self._compiled = openvino_core(ov).compile_model(os.fspath(onnx_path), "CPU", config)
         # An InferRequest runs one inference at a time ("Infer Request is busy" otherwise);
         # the compiled model serves any number, so each thread (a service handling concurrent
         # requests) gets its own.
