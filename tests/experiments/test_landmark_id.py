@@ -34,6 +34,7 @@ TINY = ExperimentScale(
     lr=1e-3,
     predictor_epochs=1,
     predictor_backbone="test_efficientnet",
+    predictor_pretrained=False,
     threads=1,
 )
 

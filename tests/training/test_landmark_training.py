@@ -238,7 +238,8 @@ def test_landmark_predictor_trains_from_the_cli_and_feeds_evaluate(
         "task: landmarks\n"
         f"data: {{metadata: {synth / 'metadata.csv'}, split: {synth / 'split.csv'}, "
         "val_fraction: 0.2}\n"
-        "landmarks: [tip, left, right]\nbackbone: test_efficientnet\ninput_size: [32, 32]\n"
+        "landmarks: [tip, left, right]\nbackbone: test_efficientnet\npretrained: false\n"
+        "input_size: [32, 32]\n"
         "epochs: 1\nbatch_size: 8\ndevice: cpu\n",
         encoding="utf-8",
     )
@@ -282,3 +283,24 @@ def test_heatmap_loss_prefers_the_blob_to_an_all_background_map() -> None:
     plain = torch.nn.functional.binary_cross_entropy_with_logits
     assert plain(empty, target) < plain(right, target)  # why plain BCE learned empty maps
     assert heatmap_loss(right, target) < heatmap_loss(empty, target)
+
+
+def test_predictor_starts_from_the_offline_imagenet_weights(tmp_path: Path) -> None:
+    from wildreid.config import InvalidValue
+    from wildreid.models.efficientnet_lite import lite_state_dict
+    from wildreid.models.landmark_predictor import LandmarkPredictorNet
+    from wildreid.training.config import DataConfig
+    from wildreid.training.landmarks import LandmarkTrainConfig
+
+    net = LandmarkPredictorNet("efficientnet_lite0", 3)
+    net.load_imagenet_backbone()
+    imagenet = lite_state_dict(0)
+    for key, value in net.features.state_dict().items():
+        assert torch.equal(value, imagenet[key]), key
+    data = DataConfig(metadata=tmp_path / "m.csv", split=tmp_path / "s.csv")
+    with pytest.raises(InvalidValue, match=r"test_efficientnet.*pretrained: false"):
+        LandmarkTrainConfig(data=data, landmarks=("tip",), backbone="test_efficientnet")
+    scratch = LandmarkTrainConfig(
+        data=data, landmarks=("tip",), backbone="test_efficientnet", pretrained=False
+    )
+    assert not scratch.pretrained

