@@ -7,10 +7,10 @@ images/s is reported with the share of torch's keypoints the runtime finds at th
 the smallest descriptor cosine there. Compile time (first use: export, check, compile) apart.
 
 LightGlue (ALIKED weights): up to ``--pairs`` pairs of those images (half of them two images of
-one individual),
-matched by kornia's adaptive LightGlue in torch (early exit and point pruning, the matcher's
-default), by the same network at fixed depth in torch (all 9 layers, no pruning), and by that
-fixed-depth network exported to ONNX (dynamic keypoint counts) in ONNX Runtime and OpenVINO.
+one individual), matched by kornia's adaptive LightGlue in torch (early exit and point pruning,
+the matcher's default), the same under bfloat16 autocast, by the same network at fixed depth in
+torch (all 9 layers, no pruning), and by that fixed-depth network exported to ONNX (dynamic
+keypoint counts) in ONNX Runtime and OpenVINO.
 Reported: pairs/s (best of interleaved rounds), mean matches per pair, and the overlap (Jaccard
 index of the match sets) with the adaptive torch matches.
 
@@ -210,6 +210,12 @@ def bench_lightglue(images: list[Image.Image], identities: list[str], n_pairs: i
     runs["torch adaptive"] = lambda p: {
         tuple(int(v) for v in row) for row in adaptive.match([p])[0].pairs
     }
+
+    def torch_bf16(p: tuple[LocalFeatures, LocalFeatures]) -> set[tuple[int, int]]:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return {tuple(int(v) for v in row) for row in adaptive.match([p])[0].pairs}
+
+    runs["torch adaptive bf16 autocast"] = torch_bf16
 
     def torch_fixed(p: tuple[LocalFeatures, LocalFeatures]) -> set[tuple[int, int]]:
         with torch.inference_mode():
