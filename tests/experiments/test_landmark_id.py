@@ -44,7 +44,8 @@ def test_experiment_writes_results_for_every_variant(tmp_path: Path) -> None:
     names = [row.variant for row in rows]
     assert names[:3] == ["baseline", "stage1", "stage2"]
     assert {"stage1-r10", "stage1-r20", "stage1-mla-hidden", "stage2-predicted"} <= set(names)
-    assert {"baseline-long", "stage1-long", "stage1-long-hidden"} <= set(names)
+    assert {"baseline-long", "stage1-long", "stage1-long-hidden", "stage1-long-none"} <= set(names)
+    assert {"stage1-none", "baseline-long-warmup"} <= set(names)
     with (tmp_path / "exp" / "results.csv").open(encoding="utf-8") as stream:
         table = list(csv.DictReader(stream))
     assert list(table[0]) == ["variant", "top1", "top5", "top10"]

@@ -13,9 +13,12 @@ against the gallery, never seen in training):
 * ``baseline-long``: the baseline trained for as many steps as stage 1 and stage 2 together
   (stage 2 continues stage 1, so it has trained longer than the baseline; this tells the
   reconstruction block's gain from the extra epochs);
-* ``stage1-long`` / ``stage1-long-hidden``: stage 1 trained as many steps as ``baseline-long``
-  (the heatmap input's gain at equal training), the latter evaluated with landmarks hidden as
-  below (does the longer-trained model use them?);
+* ``stage1-long`` / ``stage1-long-hidden`` / ``stage1-long-none``: stage 1 trained as many
+  steps as ``baseline-long`` (the heatmap input's gain at equal training), evaluated with all
+  landmarks, with landmarks hidden as below, and with none (zero heatmaps: does the model use
+  them at all?); ``stage1-none`` the same last check for ``stage1``;
+* ``baseline-long-warmup``: ``baseline-long`` with stage 1's schedule (the first epoch trains
+  only the first layer and the classifier): how much of stage 1's gain that schedule explains;
 * ``stage1-r10``, ``stage1-r20``: stage 1 with blobs of 10% and 20% of the image size;
 * ``stage1-hidden`` / ``stage1-mla-hidden``: stage 1 trained without / with MLA, both
   evaluated with each landmark hidden with probability 0.5 (at least one kept, fixed seed);
@@ -286,6 +289,11 @@ def run_landmark_id(
         "stage1-long",
         _train_config(setting, data, landmarks=True, **{**lm, "schedule.epochs": long_epochs}),
     )
+    # and stage 1's schedule without landmarks: does the head-only first epoch explain its gain?
+    warmup_long = run(
+        "baseline-long-warmup",
+        _train_config(setting, data, landmarks=False, **{**lm, "schedule.epochs": long_epochs}),
+    )
     r10 = run("stage1-r10", _train_config(setting, data, landmarks=True, radius=0.10, **dict(lm)))
     r20 = run("stage1-r20", _train_config(setting, data, landmarks=True, radius=0.20, **dict(lm)))
     mla_raw = _train_config(setting, data, landmarks=True, **dict(lm))
@@ -360,8 +368,11 @@ def run_landmark_id(
         score("stage1", stage1, "annotated"),
         score("stage2", stage2, "annotated"),
         score("baseline-long", long, None),
+        score("baseline-long-warmup", warmup_long, None),
         score("stage1-long", stage1_long, "annotated"),
         score("stage1-long-hidden", stage1_long, "annotated", hide=0.5),
+        score("stage1-long-none", stage1_long, "none"),
+        score("stage1-none", stage1, "none"),
         score("stage1-r10", r10, "annotated"),
         score("stage1-r20", r20, "annotated"),
         score("stage1-hidden", stage1, "annotated", hide=0.5),
