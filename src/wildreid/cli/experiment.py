@@ -160,7 +160,11 @@ def training_size(
 def landmark_id(
     out: Annotated[Path, typer.Option("--out", help="Experiment folder.", file_okay=False)],
     scale: Annotated[
-        str, typer.Option("--scale", help="cpu (small, well under an hour) or paper (GPU).")
+        str,
+        typer.Option(
+            "--scale",
+            help="cpu (small: about 75 min on 2 cores, 24-epoch controls included) or paper (GPU).",
+        ),
     ] = "cpu",
     device: DeviceOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
