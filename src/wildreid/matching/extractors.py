@@ -236,18 +236,15 @@ class _TorchExtractor:
         self.config = config
         self.device = resolve_device(config.device)
         self.runtime = resolve_runtime(config.runtime, self.device, cpu_default=LOCAL_CPU_DEFAULT)
-        # a missing package fails here, not at the first image
-        if (
-            self.runtime != "torch"
-            and built_or_torch(
+        if self.runtime != "torch":  # a missing package fails here, not at the first image
+            package = built_or_torch(
                 lambda: import_runtime(self.runtime),
                 requested=config.runtime,
                 runtime=self.runtime,
                 what=config.name,
             )
-            is None
-        ):
-            self.runtime = "torch"
+            if package is None:
+                self.runtime = "torch"
         self._dense: CompiledDense | None = None
 
     @property

