@@ -220,7 +220,7 @@ def run_demo(
     stage = progress or (lambda _name: None)
     synth = generate_synthetic(
         out / "data",
-        config=SynthConfig(identities=identities, seed=seed),
+        config=SynthConfig(identities=identities, seed=seed, body_visible=True),
         overwrite=overwrite,
         progress=stage("generating the synthetic dataset"),
     )

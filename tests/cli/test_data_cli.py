@@ -243,6 +243,18 @@ def test_synth_generates_a_valid_split_dataset(tmp_path: Path) -> None:
     assert (out / "metadata.csv").read_bytes() == before  # same seed, same bytes
 
 
+def test_synth_body_visible_is_recorded_and_drawn(tmp_path: Path) -> None:
+    args = ["data", "synth", "--identities", "2", "--size", "48", "--workers", "1"]
+    for name, flag in (("hidden", []), ("visible", ["--body-visible"])):
+        code, _, err = run(*args, "--out", tmp_path / name, *flag)
+        assert code == 0, err
+    hidden = json.loads((tmp_path / "hidden" / "synth.json").read_text(encoding="utf-8"))
+    visible = json.loads((tmp_path / "visible" / "synth.json").read_text(encoding="utf-8"))
+    assert (hidden["body_visible"], visible["body_visible"]) == (False, True)
+    image = pd.read_csv(tmp_path / "hidden" / "metadata.csv", dtype=str)["path"].iloc[0]
+    assert (tmp_path / "hidden" / image).read_bytes() != (tmp_path / "visible" / image).read_bytes()
+
+
 def test_synth_rejects_bad_sizes(tmp_path: Path) -> None:
     code, _, err = run("data", "synth", "--out", tmp_path / "s", "--identities", "0")
     assert code == 2 and "identities" in err

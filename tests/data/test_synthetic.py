@@ -255,6 +255,33 @@ def test_background_is_lighter_than_the_ellipses() -> None:
         assert ink.max() < background.min()
 
 
+def _edge_contrast(example: Any) -> float:
+    """Mean gradient on the triangle's outline away from the ellipses, over the background's."""
+    triangle, ellipses = example.coverage[..., 0], example.coverage[..., 1]
+    image = example.image.astype(np.float32)
+    gradient = np.hypot(cv2.Sobel(image, cv2.CV_32F, 1, 0), cv2.Sobel(image, cv2.CV_32F, 0, 1))
+    near_ink = cv2.dilate((ellipses > 0.01).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    outline = (triangle > 0.2) & (triangle < 0.8) & ~near_ink
+    background = (triangle < 0.01) & ~near_ink
+    return float(gradient[outline].mean() / gradient[background].mean())
+
+
+def test_the_body_is_hidden_unless_asked_for() -> None:
+    """The paper's images carry no mark of the landmarks: the triangle's outline is no sharper
+    than the background texture, while ``body_visible`` draws it as a strong edge."""
+    hidden = dataclasses.replace(SMALL, noise_std=0.0, size_px=128)
+    visible = dataclasses.replace(hidden, body_visible=True)
+    assert SynthConfig().body_visible is False
+    hidden_contrast = [_edge_contrast(e) for _, e in _examples(hidden, 10)]
+    visible_contrast = [_edge_contrast(e) for _, e in _examples(visible, 10)]
+    assert np.median(hidden_contrast) < 1.5
+    assert np.median(visible_contrast) > 3.0
+    for (_, h), (_, v) in zip(_examples(hidden, 3), _examples(visible, 3), strict=True):
+        outside = h.coverage[..., 0] < 0.001
+        np.testing.assert_array_equal(h.image[outside], v.image[outside])  # same draws
+        np.testing.assert_array_equal(h.coverage, v.coverage)
+
+
 def test_noise_std_adds_noise() -> None:
     pattern = make_pattern(np.random.default_rng(0), SMALL)
     clean = render_example(

@@ -18,7 +18,7 @@ from wildreid.training.trainer import train
 
 @pytest.fixture(scope="module")
 def easy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """8 identities x 8 images, 32 px, mild viewpoint changes."""
+    """8 identities x 8 images, 32 px, mild viewpoint changes, the body drawn."""
     root = tmp_path_factory.mktemp("learn") / "data"
     config = SynthConfig(
         identities=8,
@@ -29,6 +29,7 @@ def easy(tmp_path_factory: pytest.TempPathFactory) -> Path:
         max_rotation_deg=15.0,
         max_tilt_deg=10.0,
         supersample=1,
+        body_visible=True,
     )
     generate_synthetic(root, config=config, workers=1)
     return root

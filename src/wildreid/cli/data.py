@@ -166,6 +166,13 @@ def synth(
     noise_std: Annotated[
         float | None, typer.Option(help="Gaussian noise std in grey levels (default: built-in).")
     ] = None,
+    body_visible: Annotated[
+        bool,
+        typer.Option(
+            help="Paint the triangle (the body) white under the ellipses, so its corners (the "
+            "landmarks) show in the image; the paper's dataset hides it."
+        ),
+    ] = False,
     workers: Annotated[
         int | None, typer.Option(help="Processes (default: all cores).", min=1)
     ] = None,
@@ -180,6 +187,7 @@ def synth(
         train_examples=train_examples,
         gallery_examples=gallery_examples,
         query_examples=query_examples,
+        body_visible=body_visible,
     )
     if noise_std is not None:
         config = dataclasses.replace(config, noise_std=noise_std)

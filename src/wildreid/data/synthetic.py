@@ -5,7 +5,13 @@ corners of the triangle are the landmarks ``tip``, ``left`` and ``right`` (left 
 in the canonical view). An example is the pattern seen by a camera moving around the plane: the
 pattern warped by a random homography (rotation, scale, perspective tilt, shift) over a procedural
 underwater-like background that is always lighter than the ellipses, converted to grayscale, with
-Gaussian noise. The landmarks are warped with the same homography; the image bears no mark of them.
+Gaussian noise. The landmarks are warped with the same homography.
+
+As in the paper ("the image itself does not have any information about landmark locations"),
+the triangle is not drawn by default: the ellipses lie on the background texture, and only their
+spread hints at where the corners are, so heatmaps of the landmarks tell a network something the
+pixels do not. ``body_visible=True`` paints the triangle white under the ellipses (an animal's
+visible outline), from which the corners, and so the landmarks, can be read off the image.
 
 Coordinates are continuous pixels: the image spans ``[0, W] x [0, H]`` and the pixel in row
 ``i``, column ``j`` covers ``[j, j + 1) x [i, i + 1)``. A landmark has COCO visibility 2 when it
@@ -93,6 +99,8 @@ class SynthConfig:
         max_shift_frac: the pattern's centre shifts by up to this fraction of the image size.
         supersample: patterns are drawn and warped at this multiple of ``size_px``, then
             area-averaged down (anti-aliasing).
+        body_visible: paint the triangle white under the ellipses (module docstring); the
+            paper's dataset (the default) does not.
     """
 
     identities: int = 750
@@ -109,8 +117,11 @@ class SynthConfig:
     scale_range: tuple[float, float] = (0.6, 0.95)
     max_shift_frac: float = 0.1
     supersample: int = 3
+    body_visible: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.body_visible, bool):
+            raise ConfigError(f"body_visible must be true or false, got {self.body_visible!r}")
         for name, (low, high, integer) in _BOUNDS.items():
             value = getattr(self, name)
             if name == "test_identities" and value is None:
@@ -348,8 +359,11 @@ def render_example(pattern: Pattern, rng: np.random.Generator, config: SynthConf
     white = np.float32(rng.uniform(205.0, 240.0)) + (noise[..., 3] - 0.5) * np.float32(40.0)
     ink = np.float32(rng.uniform(5.0, _INK_MAX - 20.0)) + noise[..., 4] * np.float32(20.0)
     ink = np.minimum(ink, np.float32(_INK_MAX))
-    image = _background(rng, noise[..., :3]) * (1 - triangle) + white * (triangle - ellipses)
-    image += ink * ellipses
+    background = _background(rng, noise[..., :3])
+    if config.body_visible:
+        image = background * (1 - triangle) + white * (triangle - ellipses) + ink * ellipses
+    else:
+        image = background * (1 - ellipses) + ink * ellipses
     if config.noise_std > 0:
         image += rng.standard_normal((size, size), dtype=np.float32) * np.float32(config.noise_std)
     image_u8 = np.clip(np.rint(image), 0, 255).astype(np.uint8)
