@@ -827,7 +827,7 @@ class Catalogue:
             return found
 
     def evidence(
-        self, query_image_id: str, image_id: str, *, rerank: str | RerankConfig = "sift"
+        self, query_image_id: str, image_id: str, *, rerank: str | RerankConfig = "rootsift"
     ) -> PairComparison:
         """The local comparison of a query with a gallery image (features and verified matches).
 
@@ -842,7 +842,7 @@ class Catalogue:
         query_image_id: str,
         image_id: str,
         *,
-        rerank: str | RerankConfig = "sift",
+        rerank: str | RerankConfig = "rootsift",
         height_px: int = 240,
     ) -> Image.Image:
         """The query and a gallery image side by side with their matched keypoints drawn

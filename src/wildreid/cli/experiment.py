@@ -50,17 +50,17 @@ def training_size(
         str,
         typer.Option(
             "--rerank",
-            help="Local method for the local and fusion lines: sift, rootsift, "
-            "aliked-lightglue, disk-lightglue, or none.",
+            help="Local method for the local and fusion lines: rootsift (the best on the shared "
+            "datasets, see README), sift, aliked-lightglue, disk-lightglue, or none.",
         ),
-    ] = "sift",
+    ] = "rootsift",
     shortlist: Annotated[
         int | None,
         typer.Option(
             "--shortlist",
             min=0,
             help="Fine-tuned candidates per query that the fusion line re-orders (0: the whole "
-            "gallery) (default: the method's shortlist, 100 for sift).",
+            "gallery) (default: the method's shortlist, 300 for sift and rootsift).",
         ),
     ] = None,
     local_shortlist: Annotated[
