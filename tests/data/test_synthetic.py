@@ -22,6 +22,7 @@ from wildreid.data.synthetic import (
     SynthResult,
     generate_synthetic,
     make_pattern,
+    read_synth_config,
     render_example,
 )
 from wildreid.errors import ConfigError
@@ -128,6 +129,24 @@ def test_metadata_split_and_config_files(dataset: SynthResult) -> None:
     saved = json.loads((dataset.root / "synth.json").read_text(encoding="utf-8"))
     assert saved == json.loads(json.dumps(dataclasses.asdict(SMALL)))
     assert SynthConfig(**saved) == SMALL
+    assert read_synth_config(dataset.root) == SMALL
+
+
+def test_read_synth_config_reads_old_files_as_drawn_bodies_and_names_bad_ones(
+    tmp_path: Path,
+) -> None:
+    old = dataclasses.asdict(SMALL)
+    del old["body_visible"]  # written before the field existed, when the body was drawn
+    (tmp_path / "synth.json").write_text(json.dumps(old), encoding="utf-8")
+    assert read_synth_config(tmp_path) == dataclasses.replace(SMALL, body_visible=True)
+    (tmp_path / "synth.json").write_text(json.dumps({**old, "colour": 1}), encoding="utf-8")
+    with pytest.raises(ConfigError, match="unknown setting.*colour"):
+        read_synth_config(tmp_path)
+    (tmp_path / "synth.json").write_text("{", encoding="utf-8")
+    with pytest.raises(ConfigError, match="synth.json"):
+        read_synth_config(tmp_path)
+    with pytest.raises(ConfigError, match="synth.json"):
+        read_synth_config(tmp_path / "missing")
 
 
 def test_progress_reports_every_image(

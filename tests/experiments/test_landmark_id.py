@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from typer.testing import CliRunner
 
 from wildreid.cli.app import app
 from wildreid.data.synthetic import SynthConfig
+from wildreid.errors import ConfigError
 from wildreid.experiments.landmark_id import ExperimentScale, run_landmark_id
 
 TINY = ExperimentScale(
@@ -58,6 +60,13 @@ def test_experiment_writes_results_for_every_variant(tmp_path: Path) -> None:
     # a second call reuses the trained runs (nothing is trained again)
     again = run_landmark_id(scale=TINY, out=tmp_path / "exp", device="cpu")
     assert [r.top1 for r in again] == [r.top1 for r in rows]
+    assert "not drawn, as in the paper" in text
+    # a folder whose dataset was made with other settings is refused, not silently reused
+    visible = replace(TINY, synth=replace(TINY.synth, body_visible=True))
+    before = (tmp_path / "exp" / "results.csv").read_bytes()
+    with pytest.raises(ConfigError, match="body_visible False instead of True"):
+        run_landmark_id(scale=visible, out=tmp_path / "exp", device="cpu")
+    assert (tmp_path / "exp" / "results.csv").read_bytes() == before
 
 
 def test_cli_rejects_an_unknown_scale(tmp_path: Path) -> None:

@@ -56,6 +56,7 @@ __all__ = [
     "SynthResult",
     "generate_synthetic",
     "make_pattern",
+    "read_synth_config",
     "render_canonical",
     "render_example",
     "sample_homography",
@@ -467,6 +468,29 @@ def _write_tables(root: Path, config: SynthConfig, rows: list[dict[str, Any]]) -
         frame[["image_id", "subset"]].rename(columns={"subset": "split"}).to_csv(tmp, index=False)
     with atomic_path(root / "synth.json") as tmp:
         tmp.write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n", encoding="utf-8")
+
+
+def read_synth_config(root: str | os.PathLike[str]) -> SynthConfig:
+    """The settings a generated dataset was made with (its ``synth.json``).
+
+    A ``synth.json`` written before ``body_visible`` existed describes a dataset whose body was
+    drawn, and is read so.
+
+    Raises:
+        ConfigError: the file is missing or not a valid configuration.
+    """
+    path = Path(root) / "synth.json"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot read the synthetic dataset's settings ({exc})") from exc
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{path}: expected a JSON object of settings")
+    saved.setdefault("body_visible", True)
+    unknown = set(saved) - {f.name for f in dataclasses.fields(SynthConfig)}
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
+    return SynthConfig(**saved)
 
 
 def _check_target(root: Path, overwrite: bool) -> None:

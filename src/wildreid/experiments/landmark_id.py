@@ -47,7 +47,12 @@ import torch
 from wildreid.config import dump_config, load_config
 from wildreid.data.schema import load_dataset
 from wildreid.data.splits import read_split
-from wildreid.data.synthetic import LANDMARK_NAMES, SynthConfig, generate_synthetic
+from wildreid.data.synthetic import (
+    LANDMARK_NAMES,
+    SynthConfig,
+    generate_synthetic,
+    read_synth_config,
+)
 from wildreid.errors import ConfigError
 from wildreid.evaluation.protocol import evaluate_embeddings, protocol_from_split
 from wildreid.files import atomic_path
@@ -237,6 +242,17 @@ def run_landmark_id(
     data = out / "data"
     if not (data / "metadata.csv").is_file():
         generate_synthetic(data, config=setting.synth, workers=1)
+    made = read_synth_config(data)
+    if made != setting.synth:
+        differ = ", ".join(
+            f"{name} {getattr(made, name)!r} instead of {getattr(setting.synth, name)!r}"
+            for name in SynthConfig.__dataclass_fields__
+            if getattr(made, name) != getattr(setting.synth, name)
+        )
+        raise ConfigError(
+            f"{data} holds a dataset generated with other settings than the {scale_name} "
+            f"scale's ({differ}); give a new --out"
+        )
     runs, configs = out / "runs", out / "configs"
     configs.mkdir(exist_ok=True)
     timings: dict[str, float] = {}
@@ -413,7 +429,9 @@ def _write_results(
         f"{synth.identities} training identities x {synth.train_examples} images; "
         f"{synth.test_identities or synth.identities} test identities, "
         f"{synth.gallery_examples} gallery and {synth.query_examples} query images each; "
-        f"{synth.size_px} px; backbone {setting.base} at {setting.input_size[0]} px; "
+        f"{synth.size_px} px; the body (triangle) "
+        f"{'drawn' if synth.body_visible else 'not drawn, as in the paper'}; "
+        f"backbone {setting.base} at {setting.input_size[0]} px; "
         f"{setting.epochs} epochs of {setting.batches_per_epoch or 'all'} batches of "
         f"{setting.p}x{setting.k} (stage 1: {setting.head_epochs} more first, new first layer "
         f"and classifier only; stage 2: {setting.stage2_epochs} more after stage 1, "
