@@ -140,12 +140,12 @@ def test_read_synth_config_reads_old_files_as_drawn_bodies_and_names_bad_ones(
     (tmp_path / "synth.json").write_text(json.dumps(old), encoding="utf-8")
     assert read_synth_config(tmp_path) == dataclasses.replace(SMALL, body_visible=True)
     (tmp_path / "synth.json").write_text(json.dumps({**old, "colour": 1}), encoding="utf-8")
-    with pytest.raises(ConfigError, match="unknown setting.*colour"):
+    with pytest.raises(ConfigError, match=r"unknown setting.*colour"):
         read_synth_config(tmp_path)
     (tmp_path / "synth.json").write_text("{", encoding="utf-8")
-    with pytest.raises(ConfigError, match="synth.json"):
+    with pytest.raises(ConfigError, match=r"synth\.json"):
         read_synth_config(tmp_path)
-    with pytest.raises(ConfigError, match="synth.json"):
+    with pytest.raises(ConfigError, match=r"synth\.json"):
         read_synth_config(tmp_path / "missing")
 
 
