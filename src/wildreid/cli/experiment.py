@@ -166,6 +166,13 @@ def landmark_id(
             help="cpu (small: about 75 min on 2 cores, 24-epoch controls included) or paper (GPU).",
         ),
     ] = "cpu",
+    body_visible: Annotated[
+        bool,
+        typer.Option(
+            help="Draw the body (the triangle) under the ellipses, so the image shows the "
+            "landmarks; the paper's dataset does not."
+        ),
+    ] = False,
     device: DeviceOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ) -> None:
@@ -174,7 +181,11 @@ def landmark_id(
     from wildreid.experiments.landmark_id import run_landmark_id  # deferred: imports torch
 
     rows = run_landmark_id(
-        scale=scale, out=out, device=device, log=lambda m: typer.echo(m, err=True)
+        scale=scale,
+        out=out,
+        device=device,
+        body_visible=body_visible,
+        log=lambda m: typer.echo(m, err=True),
     )
     if as_json:
         echo_json([row.__dict__ for row in rows])

@@ -38,7 +38,7 @@ import platform
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -223,9 +223,13 @@ def run_landmark_id(
     scale: str | ExperimentScale,
     out: Path,
     device: str = "auto",
+    body_visible: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> list[ResultRow]:
     """Run the benchmark (module docstring) into ``out``; return the result rows.
+
+    ``body_visible`` draws the triangle under the ellipses (the scale's dataset otherwise, by
+    default the paper's, where the image does not show the landmarks).
 
     Raises:
         ConfigError: unknown scale.
@@ -233,6 +237,8 @@ def run_landmark_id(
     if isinstance(scale, str) and scale not in SCALES:
         raise ConfigError(f"--scale must be one of {', '.join(SCALES)}, got {scale!r}")
     setting = SCALES[scale] if isinstance(scale, str) else scale
+    if body_visible:
+        setting = replace(setting, synth=replace(setting.synth, body_visible=True))
     scale_name = scale if isinstance(scale, str) else "custom"
     say = log or logger.info
     if setting.threads:
