@@ -22,8 +22,6 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from wildreid.data.schema import load_dataset
-from wildreid.data.splits import read_split
-from wildreid.evaluation.protocol import protocol_from_split, split_from_column
 from wildreid.matching.feature_cache import FeatureCache, extract_features
 from wildreid.matching.rerank import Reranker, fuse, rerank_config
 from wildreid.pipeline import evaluate_dataset
@@ -59,23 +57,11 @@ def main() -> None:
     )
     assert run.global_result is not None
     print(f"{args.first}: {time.perf_counter() - started:.0f} s")
-    metadata, root = load_dataset(args.metadata)
-    split = (
-        read_split(args.split, metadata=metadata)
-        if args.split
-        else split_from_column(metadata, args.split_column)
-    )
-    protocol = protocol_from_split(metadata, split)
-    if args.max_queries is not None:
-        protocol = protocol.sample_queries(args.max_queries)
-    result = run.result
+    result = run.result  # its query / gallery ids are the evaluated ones, skipped images left out
     first = np.asarray(result.scores, dtype=np.float64)
-    if first.shape != (len(protocol.query_ids), len(protocol.gallery_ids)):
-        raise SystemExit("images were skipped; rerun without unreadable images")
     second = Reranker(rerank_config(args.second, shortlist=args.depth, fusion="local"))
-    rows = metadata[
-        metadata["image_id"].astype(str).isin({*protocol.query_ids, *protocol.gallery_ids})
-    ]
+    metadata, root = load_dataset(args.metadata)
+    rows = metadata[metadata["image_id"].astype(str).isin({*result.query_ids, *result.gallery_ids})]
     started = time.perf_counter()
     extraction = extract_features(
         rows, root=root, extractor=second.extractor, cache=FeatureCache(args.cache_dir)
@@ -84,8 +70,8 @@ def main() -> None:
     features = extraction.features
     matched = second.rerank(
         first,
-        [features[i] for i in protocol.query_ids],
-        [features[i] for i in protocol.gallery_ids],
+        [features[i] for i in result.query_ids],
+        [features[i] for i in result.gallery_ids],
     )
     queries = np.asarray(result.query_labels, dtype=object)
     gallery = np.asarray(result.gallery_labels, dtype=object)

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from wildreid.cli.options import BodyVisibleOpt
 from wildreid.cli.output import echo_json, progress_callback, stdout_console
 from wildreid.data import importers, schema, splits, stats, synthetic
 from wildreid.errors import ConfigError, MetadataError
@@ -166,13 +167,7 @@ def synth(
     noise_std: Annotated[
         float | None, typer.Option(help="Gaussian noise std in grey levels (default: built-in).")
     ] = None,
-    body_visible: Annotated[
-        bool,
-        typer.Option(
-            help="Paint the triangle (the body) white under the ellipses, so its corners (the "
-            "landmarks) show in the image; the paper's dataset hides it."
-        ),
-    ] = False,
+    body_visible: BodyVisibleOpt = False,
     workers: Annotated[
         int | None, typer.Option(help="Processes (default: all cores).", min=1)
     ] = None,

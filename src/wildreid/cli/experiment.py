@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from wildreid.cli.options import (
+    BodyVisibleOpt,
     DeviceOpt,
     KeypointsOpt,
     PairScoreOpt,
@@ -166,13 +167,7 @@ def landmark_id(
             help="cpu (small: about 75 min on 2 cores, 24-epoch controls included) or paper (GPU).",
         ),
     ] = "cpu",
-    body_visible: Annotated[
-        bool,
-        typer.Option(
-            help="Draw the body (the triangle) under the ellipses, so the image shows the "
-            "landmarks; the paper's dataset does not."
-        ),
-    ] = False,
+    body_visible: BodyVisibleOpt = False,
     device: DeviceOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ) -> None:

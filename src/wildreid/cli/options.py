@@ -234,3 +234,13 @@ LandmarkModelOpt = Annotated[
     Path | None,
     typer.Option("--landmark-model", help="Landmark predictor run folder (for predicted)."),
 ]
+
+
+BodyVisibleOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Paint the synthetic body (the triangle) white under the ellipses, so its corners "
+        "(the landmarks) show in the image; the paper's dataset hides it."
+    ),
+]
+"""``--body-visible`` of the synthetic dataset (``data synth``, ``experiment landmark-id``)."""
