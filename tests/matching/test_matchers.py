@@ -88,3 +88,33 @@ def test_descriptor_dimensions_must_agree() -> None:
         MutualNearestNeighbours(MatcherConfig()).match(
             [(features([[1, 0, 0]]), features([[1, 0]]))]
         )
+
+
+@pytest.mark.parametrize("field", ["depth_confidence", "width_confidence"])
+@pytest.mark.parametrize("value", [0.0, 1.0, 1.5, -0.5])
+def test_lightglue_thresholds_out_of_range_are_refused(field: str, value: float) -> None:
+    with pytest.raises(ConfigError, match=field):
+        MatcherConfig(name="lightglue-aliked", **{field: value})
+
+
+def test_lightglue_early_exit_follows_depth_confidence() -> None:
+    """A low depth confidence stops the warped pair before the last layer and keeps its evidence;
+    -1 runs all nine layers."""
+    extract = build_extractor(name="aliked", max_keypoints=128).extract
+    a, b, c = extract(photo()), extract(warped()), extract(unrelated())
+    stops: dict[str, list[int]] = {"fast": [], "full": []}
+    counts: dict[str, list[int]] = {}
+    for name, depth, width in (("fast", 0.8, 0.9), ("full", -1.0, -1.0)):
+        matcher = build_matcher(
+            MatcherConfig(name="lightglue-aliked", depth_confidence=depth, width_confidence=width)
+        )
+        module = matcher._modules[True]  # type: ignore[attr-defined]  # the one-pair module
+        handle = module.register_forward_hook(
+            lambda _m, _i, out, seen=stops[name]: seen.append(int(out["stop"]))
+        )
+        counts[name] = [len(m) for m in matcher.match([(a, b), (a, c)])]
+        handle.remove()
+    assert stops["full"] == [9, 9]
+    assert stops["fast"][0] < 9  # the warped pair
+    assert counts["fast"][0] >= 0.7 * counts["full"][0]
+    assert counts["fast"][1] < counts["fast"][0] / 3

@@ -63,6 +63,13 @@ class MatcherConfig:
             ``lightglue-disk``.
         ratio: Lowe's ratio for ``mnn`` (1.0 turns the test off).
         filter_threshold: LightGlue's match confidence threshold.
+        depth_confidence: LightGlue's early exit: a pair stops after the layer where more than
+            this share of its points is confidently decided (kornia's default 0.95; lower stops
+            earlier; -1 runs every layer).
+        width_confidence: LightGlue's point pruning: a point is dropped once confidently
+            unmatchable at this level (kornia's default 0.99; lower prunes more; -1 never).
+            Lowering both to 0.9 / 0.95 cut LightGlue's CPU time by about a quarter on FS48
+            shortlists at the same top-1 (docs/benchmarks.md, session 9).
         batch_size: LightGlue pairs per forward pass (see the module docstring).
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
     """
@@ -70,6 +77,8 @@ class MatcherConfig:
     name: str = "mnn"
     ratio: float = 0.8
     filter_threshold: float = 0.1
+    depth_confidence: float = 0.95
+    width_confidence: float = 0.99
     batch_size: int = 1
     device: str = "cpu"
 
@@ -78,6 +87,10 @@ class MatcherConfig:
             raise ConfigError(f"ratio must be in (0, 1], got {self.ratio}")
         if not 0 <= self.filter_threshold < 1:
             raise ConfigError(f"filter_threshold must be in [0, 1), got {self.filter_threshold}")
+        for name in ("depth_confidence", "width_confidence"):
+            value = getattr(self, name)
+            if value != -1 and not 0 < value < 1:
+                raise ConfigError(f"{name} must be in (0, 1), or -1 to turn it off, got {value}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
 
@@ -230,8 +243,8 @@ class LightGlueMatcher:
                 features=None,  # type: ignore[arg-type]  # None: no download (kornia's docs)
                 input_dim=128,
                 filter_threshold=config.filter_threshold,
-                width_confidence=0.99 if prune else -1,
-                depth_confidence=0.95,
+                width_confidence=config.width_confidence if prune else -1,
+                depth_confidence=config.depth_confidence,
                 flash=True,  # only changes the CUDA path (half-precision SDPA)
             )
             result = model.load_state_dict(_renamed(state, model.conf.n_layers), strict=False)
