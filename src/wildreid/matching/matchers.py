@@ -68,8 +68,8 @@ class MatcherConfig:
             earlier; -1 runs every layer).
         width_confidence: LightGlue's point pruning: a point is dropped once confidently
             unmatchable at this level (kornia's default 0.99; lower prunes more; -1 never).
-            Lowering both to 0.9 / 0.95 cut LightGlue's CPU time by about a quarter on FS48
-            shortlists at the same top-1 (docs/benchmarks.md, session 9).
+            Lowering both to 0.9 / 0.95 cut LightGlue's CPU time by a quarter on 60 FS48
+            top-20 shortlists, top-1 one query apart (docs/benchmarks.md, session 9).
         batch_size: LightGlue pairs per forward pass (see the module docstring).
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
     """
