@@ -23,10 +23,9 @@ import time
 
 import numpy as np
 import torch
+from evaluated_rows import add_dataset_arguments, evaluated_features
 from sklearn.metrics import roc_auc_score
 
-from wildreid.data.schema import load_dataset
-from wildreid.matching.feature_cache import FeatureCache, extract_features
 from wildreid.matching.matchers import MatcherConfig, build_matcher
 from wildreid.matching.rerank import Reranker, fuse, rerank_config
 from wildreid.pipeline import evaluate_dataset
@@ -48,12 +47,7 @@ def strongest(features: LocalFeatures, cap: int) -> LocalFeatures:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--metadata", required=True)
-    group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--split")
-    group.add_argument("--split-column")
-    parser.add_argument("--exclude-same", nargs="*", default=[])
-    parser.add_argument("--max-queries", type=int, default=300, help="the evaluate sample")
+    add_dataset_arguments(parser, max_queries=300)
     parser.add_argument("--use", type=int, default=60, help="queries of that sample re-ranked")
     parser.add_argument("--method", default="aliked-lightglue")
     parser.add_argument(
@@ -83,11 +77,7 @@ def main() -> None:
     known = np.asarray(result.known, dtype=np.bool_)[:n]
     config = rerank_config(args.method, shortlist=20, fusion="local")
     reference = Reranker(config)
-    metadata, root = load_dataset(args.metadata)
-    rows = metadata[metadata["image_id"].astype(str).isin({*query_ids, *result.gallery_ids})]
-    features = extract_features(
-        rows, root=root, extractor=reference.extractor, cache=FeatureCache(args.cache_dir)
-    ).features
+    features = evaluated_features(args.metadata, result, reference.extractor, args.cache_dir)
 
     def top(scores: np.ndarray, k: int) -> float:
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]

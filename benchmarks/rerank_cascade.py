@@ -19,25 +19,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from evaluated_rows import add_dataset_arguments, evaluated_features
 from sklearn.metrics import roc_auc_score
 
-from wildreid.data.schema import load_dataset
-from wildreid.matching.feature_cache import FeatureCache, extract_features
 from wildreid.matching.rerank import Reranker, fuse, rerank_config
 from wildreid.pipeline import evaluate_dataset
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--metadata", required=True)
-    group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--split")
-    group.add_argument("--split-column")
+    add_dataset_arguments(parser, max_queries=None)
     parser.add_argument("--first", default="rootsift")
     parser.add_argument("--second", default="aliked-lightglue")
     parser.add_argument("--depth", type=int, default=20, help="B: candidates the second matches")
-    parser.add_argument("--max-queries", type=int)
-    parser.add_argument("--exclude-same", nargs="*", default=[])
     parser.add_argument("--cache-dir", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--threads", type=int, default=1)
@@ -60,14 +54,9 @@ def main() -> None:
     result = run.result  # its query / gallery ids are the evaluated ones, skipped images left out
     first = np.asarray(result.scores, dtype=np.float64)
     second = Reranker(rerank_config(args.second, shortlist=args.depth, fusion="local"))
-    metadata, root = load_dataset(args.metadata)
-    rows = metadata[metadata["image_id"].astype(str).isin({*result.query_ids, *result.gallery_ids})]
     started = time.perf_counter()
-    extraction = extract_features(
-        rows, root=root, extractor=second.extractor, cache=FeatureCache(args.cache_dir)
-    )
+    features = evaluated_features(args.metadata, result, second.extractor, args.cache_dir)
     print(f"{args.second} extraction: {time.perf_counter() - started:.0f} s")
-    features = extraction.features
     matched = second.rerank(
         first,
         [features[i] for i in result.query_ids],
