@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from machine import cpu_model
 
 from wildreid.catalogue import Catalogue, Filters, ImageRecord, Individual
 from wildreid.catalogue.catalogue import _space_key
@@ -36,17 +35,6 @@ from wildreid.data.schema import read_metadata
 from wildreid.matching.rerank import RerankConfig
 
 STAGES = ("decode", "embed", "search", "rerank", "decision")
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown"
 
 
 def fill_synthetic(cat: Catalogue, total: int, *, seed: int = 0, batch: int = 5000) -> None:

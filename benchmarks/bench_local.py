@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -28,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from machine import cpu_model
 from PIL import Image
 from skimage import data
 
@@ -40,17 +39,6 @@ from wildreid.types import LocalFeatures
 
 EXTRACTORS = ("sift", "rootsift", "aliked", "disk")
 MATCHERS = {"mnn": "sift", "lightglue-aliked": "aliked", "lightglue-disk": "disk"}
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown"
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def images(args: argparse.Namespace) -> list[Image.Image]:

@@ -18,14 +18,15 @@ the top-10 of each shortlist is matched (half the pairs, read from the same run)
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import numpy as np
 import torch
-from evaluated_rows import add_dataset_arguments, evaluated_features
+from evaluated_rows import add_dataset_arguments, evaluated_features, top_k
+from machine import cpu_model
 from sklearn.metrics import roc_auc_score
 
+from wildreid.matching.extractors import build_extractor
 from wildreid.matching.matchers import MatcherConfig, build_matcher
 from wildreid.matching.rerank import Reranker, fuse, rerank_config
 from wildreid.pipeline import evaluate_dataset
@@ -58,7 +59,7 @@ def main() -> None:
     parser.add_argument("--cache-dir", required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    print(f"cpu: {os.popen('lscpu').read().split('Model name:')[-1].splitlines()[0].strip()}")
+    print(f"cpu: {cpu_model()}")
     run = evaluate_dataset(
         args.metadata,
         out_dir=args.out,
@@ -74,14 +75,12 @@ def main() -> None:
     query_ids = result.query_ids[:n]
     queries = np.asarray(result.query_labels, dtype=object)[:n]
     gallery = np.asarray(result.gallery_labels, dtype=object)
-    known = np.asarray(result.known, dtype=np.bool_)[:n]
     config = rerank_config(args.method, shortlist=20, fusion="local")
-    reference = Reranker(config)
-    features = evaluated_features(args.metadata, result, reference.extractor, args.cache_dir)
+    extractor = build_extractor(config.extractor_config)
+    features = evaluated_features(args.metadata, result, extractor, args.cache_dir, n_queries=n)
 
     def top(scores: np.ndarray, k: int) -> float:
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        return float((gallery[order] == queries[:, None]).any(axis=1)[known].mean())
+        return top_k(result, scores, k, n_queries=n)
 
     print(
         f"{n} queries: global top-1 {top(global_scores, 1):.1%}, "
@@ -98,7 +97,7 @@ def main() -> None:
                 width_confidence=float(width),
             )
         )
-        reranker = Reranker(config, extractor=reference.extractor, matcher=matcher)
+        reranker = Reranker(config, extractor=extractor, matcher=matcher)
         query_features = [strongest(features[i], int(cap)) for i in query_ids]
         gallery_features = [strongest(features[i], int(cap)) for i in result.gallery_ids]
         wall, cpu = time.perf_counter(), time.process_time()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from evaluated_rows import add_dataset_arguments, evaluated_features
+from evaluated_rows import add_dataset_arguments, evaluated_features, top_k
 from sklearn.metrics import roc_auc_score
 
 from wildreid.matching.rerank import Reranker, fuse, rerank_config
@@ -64,11 +64,9 @@ def main() -> None:
     )
     queries = np.asarray(result.query_labels, dtype=object)
     gallery = np.asarray(result.gallery_labels, dtype=object)
-    known = np.asarray(result.known, dtype=np.bool_)
 
     def top(scores: np.ndarray, k: int) -> float:
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        return float((gallery[order] == queries[:, None]).any(axis=1)[known].mean())
+        return top_k(result, scores, k, n_queries=len(queries))
 
     print(f"global top-1 {top(np.asarray(run.global_result.scores), 1):.1%}")
     print(f"{args.first} top-1 {top(first, 1):.1%} top-5 {top(first, 5):.1%}")

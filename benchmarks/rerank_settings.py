@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_model
 
 from wildreid.data.schema import load_dataset
 from wildreid.data.splits import read_split
@@ -41,13 +42,6 @@ from wildreid.matching.verification import verify
 from wildreid.pipeline import embed_dataset
 
 SCORES = ("matches", "inliers (homography)", "inliers (fundamental)", "confidence")
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def main() -> None:
